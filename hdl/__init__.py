@@ -1,0 +1,1 @@
+"""cimphony hardware: Amaranth 0.5 components and Verilog export."""

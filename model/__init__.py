@@ -1,0 +1,1 @@
+"""cimphony golden models, shared specifications and workloads (pure Python / numpy)."""

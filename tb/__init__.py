@@ -1,0 +1,1 @@
+"""cimphony testbenches: Verilator environment, cocotb lockstep benches, C++ trace harness."""
