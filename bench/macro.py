@@ -1,0 +1,173 @@
+"""Simulation speed of the default macro: trace-compare mode, harness alone, cocotb lockstep.
+
+    python -m bench.macro [--cycles N] [--lockstep-cycles N] [--seed S] [--no-lockstep]
+
+Writes ``bench/results/macro.json`` and ``bench/results/macro.md`` and prints a table.
+Targets: trace-compare >= 100k cycles/s, lockstep >= 20k cycles/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from model.spec import MacroParams
+from tb import trace
+from tb.stimgen import random_stimulus
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_TRACE = 100_000
+TARGET_LOCKSTEP = 20_000
+
+
+def long_stimulus(p: MacroParams, cycles: int, seed: int):
+    """Random stimulus (gaps, dependencies, hazards, backpressure) of at least ~``cycles``."""
+    # about x_bits cycles per request at full rate; ready_p and gaps stretch it a bit
+    n_req = max(16, cycles // p.x_bits + 1)
+    return random_stimulus(p, seed, n_req=n_req, n_wr=n_req // 4, ready_p=0.9, gap_p=0.1,
+                           max_gap=4, dep_p=0.05)
+
+
+def _lockstep_fn():
+    for mod in ("tb.lockstep", "tb.build"):
+        try:
+            m = __import__(mod, fromlist=["run_lockstep"])
+        except Exception as e:  # noqa: BLE001 - report, don't fail the bench
+            err = f"{mod}: import failed: {e!r}"
+            continue
+        fn = getattr(m, "run_lockstep", None)
+        if callable(fn):
+            return fn, f"{mod}.run_lockstep"
+        err = f"{mod} has no run_lockstep"
+    return None, err
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cycles", type=int, default=250_000, help="trace-compare stimulus length")
+    ap.add_argument("--lockstep-cycles", type=int, default=40_000)
+    ap.add_argument("--seed", type=int, default=int(os.environ.get("SEED", "2024")))
+    ap.add_argument("--no-lockstep", action="store_true")
+    args = ap.parse_args(argv)
+
+    p = MacroParams()
+    res: dict = {"params": p.tag, "seed": args.seed, "host": platform.node(),
+                 "cpus": os.cpu_count(), "python": platform.python_version(),
+                 "targets": {"trace_compare_cps": TARGET_TRACE, "lockstep_cps": TARGET_LOCKSTEP}}
+
+    print(f"[bench] default macro {p.tag}: building trace harness (cached if unchanged) ...",
+          flush=True)
+    t0 = time.perf_counter()
+    trace.build(p)
+    res["trace_build"] = {"this_call_s": round(time.perf_counter() - t0, 2),
+                          "last_full_build_s": trace.build_seconds(p)}
+
+    t0 = time.perf_counter()
+    stim = long_stimulus(p, args.cycles, args.seed)
+    res["stimulus"] = {"gen_s": round(time.perf_counter() - t0, 2), "n_wr": len(stim.wr),
+                       "n_req": len(stim.req), "ready_p": stim.ready_p}
+    print(f"[bench] stimulus: {len(stim.wr)} wr, {len(stim.req)} req "
+          f"({res['stimulus']['gen_s']} s to generate)", flush=True)
+
+    # (a) trace-compare: harness subprocess || model in this process, then compare
+    m, st = trace.trace_check(p, stim)
+    cyc = st["dut_cycles"]
+    res["trace_compare"] = {
+        "ok": m is None, "mismatch": None if m is None else str(m), "cycles": cyc,
+        "total_wall_s": st["total_wall_s"], "cycles_per_s": st["cycles_per_s"],
+        "breakdown_s": {"write_stim": st["write_stim_s"], "dut_process": st["dut_proc_s"],
+                        "dut_sim_loop": st["dut_wall_s"], "model": st["model_wall_s"],
+                        "parse_dut_trace": st["parse_s"], "compare": st["compare_wall_s"]},
+        "model_cycles_per_s": cyc / st["model_wall_s"], "events": st["events"],
+    }
+    # (b) the harness alone (no Python in the loop)
+    _, hs = trace.run_trace(p, stim)
+    res["harness_alone"] = {"cycles": hs["dut_cycles"], "sim_loop_s": hs["dut_wall_s"],
+                            "sim_loop_cycles_per_s": hs["dut_cycles"] / hs["dut_wall_s"],
+                            "process_s": hs["dut_proc_s"],
+                            "process_cycles_per_s": hs["dut_cycles"] / hs["dut_proc_s"],
+                            "stim_load_s": hs["dut_load_s"]}
+    # model alone (same stimulus, nothing else running)
+    t0 = time.perf_counter()
+    ref = trace.run_model(p, stim)
+    ms = time.perf_counter() - t0
+    res["model_alone"] = {"cycles": ref.cycles, "wall_s": ms, "cycles_per_s": ref.cycles / ms}
+
+    # (c) lockstep cocotb
+    if args.no_lockstep:
+        res["lockstep"] = {"skipped": "--no-lockstep"}
+    else:
+        fn, where = _lockstep_fn()
+        if fn is None:
+            res["lockstep"] = {"skipped": f"no run_lockstep available ({where})"}
+        else:
+            lstim = long_stimulus(p, args.lockstep_cycles, args.seed + 1)
+            print(f"[bench] lockstep via {where}: {len(lstim.req)} req (build may take minutes)",
+                  flush=True)
+            try:
+                t0 = time.perf_counter()
+                fn(p, lstim.__class__(p, lstim.wr[:0], lstim.req[:0], seed=1), label="bench_warm")
+                warm = time.perf_counter() - t0
+                ls = fn(p, lstim, label="bench")
+                res["lockstep"] = {"via": where, "ok": ls.get("ok"), "cycles": ls["cycles"],
+                                   "wall_s": ls["wall_s"],
+                                   "cycles_per_s": ls["cycles"] / ls["wall_s"],
+                                   "process_s": ls.get("sim_total_s"),
+                                   "build_and_warmup_s": round(warm, 2),
+                                   "mismatch": ls.get("mismatch")}
+            except Exception as e:  # noqa: BLE001
+                res["lockstep"] = {"via": where, "skipped": f"run failed: {e!r}"[:2000]}
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "macro.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    table = render(res)
+    (RESULTS / "macro.md").write_text(table + "\n")
+    print(table)
+    ok = res["trace_compare"]["ok"] and res["lockstep"].get("ok", True) is not False
+    return 0 if ok else 1
+
+
+def _k(x):
+    return f"{x / 1000:,.1f}k"
+
+
+def render(r: dict) -> str:
+    tc, ha, mo, ls = r["trace_compare"], r["harness_alone"], r["model_alone"], r["lockstep"]
+    b = tc["breakdown_s"]
+    lines = [f"# Simulation speed, default macro {r['params']} (seed {r['seed']}, {r['cpus']} CPUs)",
+             "",
+             "| mode | cycles | wall s | cycles/s | target | verdict |",
+             "|---|---:|---:|---:|---:|---|"]
+
+    def row(name, cyc, wall, target=None):
+        cps = cyc / wall if wall else 0
+        verdict = "" if target is None else ("PASS" if cps >= target else "MISS")
+        lines.append(f"| {name} | {cyc:,} | {wall:.3f} | {_k(cps)} | "
+                     f"{_k(target) if target else '-'} | {verdict} |")
+
+    row("trace-compare (harness ‖ model, compare)", tc["cycles"], tc["total_wall_s"], TARGET_TRACE)
+    row("harness alone: sim loop", ha["cycles"], ha["sim_loop_s"])
+    row("harness alone: process (load+sim+write)", ha["cycles"], ha["process_s"])
+    row("golden model alone (MacroModel.run)", mo["cycles"], mo["wall_s"])
+    if "skipped" in ls:
+        lines.append(f"| lockstep cocotb | - | - | - | {_k(TARGET_LOCKSTEP)} | skipped: {ls['skipped'][:80]} |")
+    else:
+        row("lockstep cocotb (" + ls["via"] + ")", ls["cycles"], ls["wall_s"], TARGET_LOCKSTEP)
+    lines += ["",
+              f"trace-compare: {'0 mismatches' if tc['ok'] else tc['mismatch']}; "
+              f"{tc['events']:,} events",
+              "breakdown (s): " + ", ".join(f"{k} {v:.3f}" for k, v in b.items())
+              + "  (dut_process runs concurrently with model)",
+              f"critical path: {'model' if b['model'] > b['dut_process'] else 'DUT harness'} "
+              f"(model {b['model']:.2f} s vs harness process {b['dut_process']:.2f} s)",
+              f"trace harness build: {r['trace_build']['last_full_build_s']} s (full), "
+              f"{r['trace_build']['this_call_s']} s this call"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

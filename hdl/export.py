@@ -1,0 +1,131 @@
+"""Verilog export (and optional Verilator lint) of cimphony's top-level components.
+
+Usage::
+
+    python -m hdl.export --out build/verilog [--lint] [--config key=val ...]
+
+writes ``<top>.v`` and ``<top>.ports.json`` for every top-level component (currently the macro,
+top ``dimc_macro``).  ``--config`` overrides :class:`model.spec.MacroParams` fields.  With
+``--lint`` each file is checked with ``verilator --lint-only -Wall`` plus only the committed
+waiver file ``hdl/waivers.vlt``; the exit status is non-zero if lint fails.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.lib import wiring
+
+from model.spec import MacroParams, req_fields, res_fields, wr_fields
+
+from .macro import DimcMacro
+
+__all__ = ["generate", "port_map", "lint", "parse_config", "main", "WAIVERS", "TOPS"]
+
+WAIVERS = Path(__file__).resolve().parent / "waivers.vlt"
+
+#: top-level components: top name -> (constructor taking MacroParams and fault)
+TOPS = {"dimc_macro": DimcMacro}
+
+
+def generate(params: MacroParams, fault: str | None = None, name: str = "dimc_macro") -> str:
+    """Verilog text of the macro for ``params`` (``fault`` as in :class:`DimcMacro`).
+
+    Ports: ``clk``, ``rst`` and the component's signature flattened with ``__``
+    (``wr__valid``, ``wr__ready``, ``wr__payload``, ... ``err``, ``busy``).
+    """
+    dut = DimcMacro(params, fault=fault)
+    return verilog.convert(dut, name=name, emit_src=False, strip_internal_attrs=True)
+
+
+def port_map(params: MacroParams, fault: str | None = None) -> dict:
+    """Ports of the macro (name, direction, width, payload fields from model.spec) and params."""
+    dut = DimcMacro(params, fault=fault)
+    dut._MustUse__silence = True  # only its signature is inspected, it is never elaborated
+    fields = {"wr": wr_fields(params), "req": req_fields(params), "res": res_fields(params)}
+    ports = [
+        {"name": "clk", "direction": "in", "width": 1},
+        {"name": "rst", "direction": "in", "width": 1},
+    ]
+    for path, member, value in dut.signature.flatten(dut):
+        pname = "__".join(map(str, path))
+        entry = {"name": pname,
+                 "direction": "in" if member.flow == wiring.In else "out",
+                 "width": len(value.as_value()) if hasattr(value, "as_value") else len(value)}
+        if path[-1] == "payload":
+            entry["fields"] = [{"name": f.name, "offset": f.offset, "width": f.width}
+                               for f in fields[path[0]].values()]
+        ports.append(entry)
+    return {
+        "params": dataclasses.asdict(params),
+        "acc_width": params.acc_width,
+        "tag": params.tag,
+        "fault": fault,
+        "ports": ports,
+    }
+
+
+def lint(path: str | Path, waivers: str | Path = WAIVERS) -> subprocess.CompletedProcess:
+    """Run ``verilator --lint-only -Wall <waivers> <path>``; returns the completed process."""
+    from tb import vlenv  # imported lazily: Verilator only needed for linting
+    env = vlenv.apply(dict(__import__("os").environ))
+    cmd = [vlenv.verilator(), "--lint-only", "-Wall", str(waivers), str(path)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True)
+
+
+def parse_config(items) -> MacroParams:
+    """``["n_in=16", "w_bits=4"]`` -> MacroParams (ValueError on unknown keys or bad ints)."""
+    names = {f.name for f in dataclasses.fields(MacroParams)}
+    kw = {}
+    for item in items or ():
+        key, sep, val = item.partition("=")
+        key = key.strip()
+        if not sep or key not in names:
+            raise ValueError(f"--config {item!r}: expected key=int with key in {sorted(names)}")
+        kw[key] = int(val, 0)
+    return MacroParams(**kw)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hdl.export", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="build/verilog", help="output directory")
+    ap.add_argument("--lint", action="store_true", help="verilator --lint-only -Wall each file")
+    ap.add_argument("--config", nargs="*", default=[], metavar="KEY=VAL",
+                    help="MacroParams overrides, e.g. n_in=16 w_bits=4")
+    args = ap.parse_args(argv)
+    try:
+        params = parse_config(args.config)
+    except ValueError as e:
+        ap.error(str(e))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ok = True
+    for top in TOPS:
+        t0 = time.monotonic()
+        vfile = out / f"{top}.v"
+        vfile.write_text(generate(params, name=top))
+        (out / f"{top}.ports.json").write_text(json.dumps(port_map(params), indent=2) + "\n")
+        print(f"{vfile}: {vfile.stat().st_size} bytes ({params.tag}, "
+              f"{time.monotonic() - t0:.1f} s)")
+        if args.lint:
+            t0 = time.monotonic()
+            r = lint(vfile)
+            dt = time.monotonic() - t0
+            if r.returncode:
+                ok = False
+                sys.stdout.write(r.stdout)
+                sys.stderr.write(r.stderr)
+                print(f"{vfile}: LINT FAILED ({dt:.1f} s)", file=sys.stderr)
+            else:
+                print(f"{vfile}: lint clean ({dt:.1f} s)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
