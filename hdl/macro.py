@@ -1,6 +1,7 @@
 """DIMC SRAM MAC macro (digital compute-in-memory), implementing ``docs/macro.md``.
 
-Structure (one clock ``clk``, synchronous active-high reset ``rst``, every register resets to 0):
+Structure (one clock ``clk``, synchronous active-high reset ``rst``; every register resets to 0
+except the weight SRAM, which powers up as 0 and keeps its contents through ``rst``):
 
 * weight array ``W[n_sets][n_in]``: one flip-flop row of ``n_out * w_bits`` bits per (set, row),
   all rows read in parallel every cycle (a RAM macro cannot do this, so no ``Memory``);
@@ -109,7 +110,9 @@ class DimcMacro(wiring.Component):
         m = Module()
 
         # ---------------- weight array W[S][N], one C*WB-bit flop row each ----------------
-        W = [[Signal(C * WB, name=f"w_s{s}_r{r}") for r in range(N)] for s in range(S)]
+        # SRAM rows: 0 at power-up, not cleared by rst (no reset mux on 64k flops)
+        W = [[Signal(C * WB, name=f"w_s{s}_r{r}", reset_less=True) for r in range(N)]
+             for s in range(S)]
 
         # ---------------- issue stage ----------------
         busy = Signal()

@@ -86,10 +86,12 @@ class MacroModel:
         self.reset()
 
     # --- state ------------------------------------------------------------------------------
-    def reset(self) -> None:
+    def reset(self, power_up: bool = False) -> None:
+        """``rst``: clear every register except the weight SRAM; ``power_up`` zeroes it too."""
         p = self.params
         self.cycle = 0
-        self._W = np.zeros((p.n_sets, p.n_in, p.n_out), dtype=np.float32)   # exact ints
+        if power_up or not hasattr(self, "_W"):   # weight SRAM: 0 at power-up, kept by rst
+            self._W = np.zeros((p.n_sets, p.n_in, p.n_out), dtype=np.float32)   # exact ints
         self._y = np.zeros((p.n_acc, p.n_out), dtype=np.int64)
         self._busy, self._k = 0, 0
         self._cur = _Req(0, 0, 0, np.zeros(p.n_in, dtype=np.uint8),
@@ -241,7 +243,7 @@ class MacroModel:
             thr = stim.ready_threshold
             pr = 1.0 if thr >= 65536 else (thr / 65536.0 if thr else 1e-4)
             max_cycles = g + int((len(stim.wr) + len(stim.req) * 64) / pr) + 100000
-        self.reset()
+        self.reset(power_up=True)
         wr, rq = Source(stim.wr), Source(stim.req)
         n_req, seed, thr = len(stim.req), stim.seed, stim.ready_threshold
         events = []

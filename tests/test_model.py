@@ -390,8 +390,12 @@ def test_reset_and_state():
     s = m.state()
     assert s["cur_set"] == 2 and s["cur_dst"] == 3 and list(s["cur_x"]) == [1, -1, 2, -2]
     assert s["pipe"][0]["valid"] and s["pipe"][1]["valid"]
-    m.reset()
-    assert m.cycle == 0 and state_diff(s0, m.state()) == []
+    m.reset()                      # rst: registers cleared, the weight SRAM kept
+    s1 = m.state()
+    assert m.cycle == 0 and [d for d in state_diff(s0, s1) if not d.startswith("W ")] == []
+    assert (s1["W"][2] == 3).all() and (s1["W"][[0, 1, 3]] == 0).all()
+    m.reset(power_up=True)         # a fresh device: weights zero too
+    assert state_diff(s0, m.state()) == []
 
 
 # --- random stimulus vs numerics -----------------------------------------------------------
