@@ -1,7 +1,7 @@
 """Cached Verilator builds of the lockstep wrapper and the cocotb runner that runs them.
 
 Builds live in ``sim_build/lockstep/<params.tag>[_<fault>][_waves]/`` and are reused while the
-hash of (Verilog text, build flags) is unchanged.  The stock cocotb runner builds with
+hash of their sources (HDL, spec, wrapper, flags, Verilator config files) is unchanged.  The stock cocotb runner builds with
 ``--public-flat-rw`` (every signal visible to VPI, ~4x slower); here only the wrapper's ports
 are public (``tb/public.vlt``), which is all the lockstep bench touches.
 """
@@ -48,15 +48,25 @@ class _Runner(Verilator):
         return cmds
 
 
+def _source_key(params: MacroParams, fault: str | None) -> str:
+    """Hash of everything the Verilated wrapper depends on: the HDL sources, the spec, the
+    wrapper, the flags and the Verilator config files (cheaper than generating the Verilog,
+    which takes seconds for the default macro)."""
+    h = hashlib.sha256(repr((params, fault, BUILD_FLAGS)).encode())
+    files = sorted((vlenv.REPO / "hdl").glob("*.py")) + [
+        vlenv.REPO / "model" / "spec.py", TB_DIR / "probe.py", PUBLIC_VLT, vlenv.WAIVERS]
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def build(params: MacroParams, fault: str | None = None, waves: bool = False,
           quiet: bool = True) -> Path:
     """Build (or reuse) the Verilated lockstep wrapper for ``params``; returns the build dir."""
     vlenv.apply()
     name = params.tag + (f"_{fault}" if fault else "") + ("_waves" if waves else "")
     bdir = vlenv.SIM_BUILD / "lockstep" / name
-    src = probe_verilog(params, fault)
-    key = hashlib.sha256((src + repr(BUILD_FLAGS) + PUBLIC_VLT.read_text()
-                          + vlenv.WAIVERS.read_text()).encode()).hexdigest()
+    key = _source_key(params, fault)
     stamp = bdir / "cimphony.stamp"
     if stamp.exists() and stamp.read_text() == key and (bdir / "lockstep_top").exists():
         return bdir
@@ -64,7 +74,7 @@ def build(params: MacroParams, fault: str | None = None, waves: bool = False,
         shutil.rmtree(bdir)
     bdir.mkdir(parents=True)
     vfile = bdir / "lockstep_top.v"
-    vfile.write_text(src)
+    vfile.write_text(probe_verilog(params, fault))
     t0 = time.time()
     runner = _Runner()
     log = bdir / "build.log"

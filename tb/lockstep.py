@@ -22,10 +22,14 @@ from cocotb.triggers import FallingEdge
 from model.macro import MacroModel
 from model.stimulus import TAIL, Source, ready_pattern
 from model.spec import MacroErr
-from tb.probe import OBS_CHG, OBS_ERR, OBS_BUSY, OBS_REQ_READY, OBS_RES_VALID, OBS_WR_READY
+from tb.obs import (CTL_REQ_VALID, CTL_RES_READY, CTL_WR_VALID, OBS_BUSY, OBS_CHG, OBS_ERR,
+                    OBS_REQ_READY, OBS_RES_VALID, OBS_WR_READY)
 
 _FIELDS = (("wr.ready", OBS_WR_READY, 1), ("req.ready", OBS_REQ_READY, 1),
            ("res.valid", OBS_RES_VALID, 1), ("err", OBS_ERR, 2), ("busy", OBS_BUSY, 1))
+
+
+_CMP_MASK = (1 << OBS_CHG) - 1   # every sampled output except the payload-change flag
 
 
 def _first_diff(actual: int, expected: int):
@@ -72,7 +76,7 @@ async def lockstep(dut):
     wv = wr_src.valid(0, 0)
     rv = req_src.valid(0, 0)
     rr = ready[0]
-    ctl = wv | (rv << 1) | (rr << 2)
+    ctl = (wv << CTL_WR_VALID) | (rv << CTL_REQ_VALID) | (rr << CTL_RES_READY)
     ctl_h.value = ctl
     wr_pay = wr_src.payload
     req_pay = req_src.payload
@@ -87,9 +91,9 @@ async def lockstep(dut):
         await edge
         obs = h_obs.get_signal_val_long()
         o = model.step(wv, wr_pay, rv, req_pay, rr)
-        exp = (o.wr_ready | (o.req_ready << 1) | (o.res_valid << 2) | (o.err << 3)
-               | (o.busy << 5))
-        if (obs & 0x3F) != exp:
+        exp = ((o.wr_ready << OBS_WR_READY) | (o.req_ready << OBS_REQ_READY)
+               | (o.res_valid << OBS_RES_VALID) | (o.err << OBS_ERR) | (o.busy << OBS_BUSY))
+        if (obs & _CMP_MASK) != exp:
             name, e, a = _first_diff(obs, exp)
             mismatch = dict(cycle=c, signal=name, expected=e, actual=a)
             break
@@ -124,7 +128,7 @@ async def lockstep(dut):
         wv = wr_src.valid(c, n_res)
         rv = req_src.valid(c, n_wr)
         rr = ready[c % chunk]
-        nctl = wv | (rv << 1) | (rr << 2)
+        nctl = (wv << CTL_WR_VALID) | (rv << CTL_REQ_VALID) | (rr << CTL_RES_READY)
         if nctl != ctl:
             ctl = nctl
             ctl_h.value = ctl

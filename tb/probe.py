@@ -21,8 +21,8 @@ from amaranth.lib.wiring import In, Out
 from hdl.macro import DimcMacro
 from model.spec import MacroParams, req_fields, res_fields, width, wr_fields
 
-OBS_WR_READY, OBS_REQ_READY, OBS_RES_VALID, OBS_ERR, OBS_BUSY, OBS_CHG = 0, 1, 2, 3, 5, 6
-CTL_WR_VALID, CTL_REQ_VALID, CTL_RES_READY = 1, 2, 4
+from tb.obs import (CTL_REQ_VALID, CTL_RES_READY, CTL_WR_VALID, OBS_BUSY, OBS_CHG, OBS_ERR,
+                    OBS_REQ_READY, OBS_RES_VALID, OBS_WR_READY)
 
 
 class LockstepProbe(wiring.Component):
@@ -40,15 +40,17 @@ class LockstepProbe(wiring.Component):
         m = Module()
         m.submodules.dut = dut = DimcMacro(self.params, fault=self.fault)
         m.d.comb += [
-            dut.wr.valid.eq(self.ctl[0]), dut.req.valid.eq(self.ctl[1]),
-            dut.res.ready.eq(self.ctl[2]),
+            dut.wr.valid.eq(self.ctl[CTL_WR_VALID]), dut.req.valid.eq(self.ctl[CTL_REQ_VALID]),
+            dut.res.ready.eq(self.ctl[CTL_RES_READY]),
             dut.wr.payload.eq(self.wr_payload), dut.req.payload.eq(self.req_payload),
         ]
         res = Signal.like(self.obs_res)
         m.d.comb += res.eq(dut.res.payload)
+        obs = {OBS_WR_READY: dut.wr.ready, OBS_REQ_READY: dut.req.ready,
+               OBS_RES_VALID: dut.res.valid, OBS_ERR: dut.err, OBS_BUSY: dut.busy,
+               OBS_CHG: res != self.obs_res}
         m.d.sync += [
-            self.obs.eq(Cat(dut.wr.ready, dut.req.ready, dut.res.valid, dut.err, dut.busy,
-                            res != self.obs_res)),
+            self.obs.eq(Cat(*(obs[k] for k in sorted(obs)))),
             self.obs_res.eq(res),
         ]
         return m
