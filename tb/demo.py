@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from model.spec import MacroParams
 from model.workloads import MINILM_SENTENCE, llama_attn_scores, minilm_qkv
-from tb.build import build, describe_mismatch, run_lockstep
+from tb.build import Target, build, describe_mismatch, run_lockstep
 
 OUT = Path("build/demo")
 
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     print(f"[demo] macro {p.tag}: building the Verilated lockstep wrapper (cached)...", flush=True)
     tb0 = time.time()
-    build(p)
+    build(Target("macro", p))
     build_s = time.time() - tb0
     kw = dict(stim_seed=a.seed, wr_gap=a.gap, req_gap=a.gap, ready_p=a.ready_p)
     wls = [minilm_qkv(a.sentence, p, **kw), llama_attn_scores(p, **kw)]

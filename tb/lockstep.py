@@ -1,7 +1,7 @@
 """cocotb lockstep bench: the Verilated macro and the golden model, compared every cycle.
 
 Runs inside the simulator (started by :func:`tb.build.run_lockstep`, which passes the job file
-in ``CIMPHONY_JOB``).  Each cycle, Python wakes once per cycle on the falling clock edge, reads the
+in ``CIMPHONY_JOB``).  Python wakes once per cycle, on the falling clock edge, reads the
 wrapper's sampled outputs of the cycle that just ended (``tb/probe.py``), steps the model with
 the same inputs, compares every output (the wide result payload is compared whenever either
 side's value changes, so every cycle's value is covered), then drives the next cycle's inputs
@@ -22,11 +22,14 @@ from cocotb.triggers import FallingEdge
 from model.macro import MacroModel
 from model.stimulus import TAIL, Source, ready_pattern
 from model.spec import MacroErr
-from tb.obs import (CTL_REQ_VALID, CTL_RES_READY, CTL_WR_VALID, OBS_BUSY, OBS_CHG, OBS_ERR,
-                    OBS_REQ_READY, OBS_RES_VALID, OBS_WR_READY)
+from tb.probespec import MACRO
 
-_FIELDS = (("wr.ready", OBS_WR_READY, 1), ("req.ready", OBS_REQ_READY, 1),
-           ("res.valid", OBS_RES_VALID, 1), ("err", OBS_ERR, 2), ("busy", OBS_BUSY, 1))
+CTL_WR_VALID, CTL_REQ_VALID, CTL_RES_READY = (MACRO.ctl_bit(n) for n in MACRO.ctl)
+OBS_WR_READY, OBS_REQ_READY, OBS_RES_VALID, OBS_ERR, OBS_BUSY = (
+    MACRO.obs_offset(n) for n, _ in MACRO.obs)
+OBS_CHG = MACRO.chg_bit
+
+_FIELDS = tuple((n, MACRO.obs_offset(n), w) for n, w in MACRO.obs)
 
 
 _CMP_MASK = (1 << OBS_CHG) - 1   # every sampled output except the payload-change flag
@@ -49,8 +52,8 @@ async def lockstep(dut):
     p, stim = job["params"], job["stim"]
     model = MacroModel(p, late=job["late"])
     Clock(dut.clk, 10, unit="ns").start()
-    h_obs, h_res = dut.obs._handle, dut.obs_res._handle
-    ctl_h, wr_h, req_h = dut.ctl, dut.wr_payload, dut.req_payload
+    h_obs, h_res = dut.obs._handle, dut.obs_out._handle
+    ctl_h, wr_h, req_h = dut.ctl, dut.in0, dut.in1     # in0 = wr.payload, in1 = req.payload
 
     dut.rst.value = 1
     ctl_h.value = 0

@@ -1,15 +1,10 @@
-"""Lockstep wrapper around the macro, so cocotb wakes once per cycle and reads few handles.
+"""Lockstep wrapper: lets cocotb wake once per cycle and touch few handles.
 
-``lockstep_top`` drives the macro from three packed inputs and registers everything the macro
-outputs at each clock edge: after the edge that ends cycle c, ``obs`` and ``obs_res`` hold the
-macro's outputs *during* cycle c (computed from its state in c and the inputs of c).  This adds
-no behaviour to the macro: it only samples.
-
-Inputs:  ``ctl`` [3] = {res_ready, req_valid, wr_valid} (bit 0 = wr_valid),
-         ``wr_payload``, ``req_payload`` (model/spec.py layouts).
-Outputs: ``obs`` [7] = {pay_chg, busy, err[2], res_valid, req_ready, wr_ready} (bit 0 = wr_ready),
-         where pay_chg = the res payload in cycle c differs from the one in cycle c-1;
-         ``obs_res`` = the res payload during cycle c.
+``lockstep_top`` drives the DUT from a packed ``ctl`` port and wide inputs ``in0..``, and
+registers what the DUT outputs at each clock edge: after the edge that ends cycle c, ``obs`` and
+``obs_out`` hold the DUT's outputs *during* cycle c (from its state in c and the inputs of c),
+and ``obs``'s top bit says whether the wide output changed from cycle c-1.  The wrapper adds
+no behaviour: it only samples.  Which ports go where is a :class:`tb.probespec.ProbeSpec`.
 """
 from __future__ import annotations
 
@@ -18,44 +13,40 @@ from amaranth.back import verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.macro import DimcMacro
-from model.spec import MacroParams, req_fields, res_fields, width, wr_fields
+from tb.probespec import ProbeSpec
 
-from tb.obs import (CTL_REQ_VALID, CTL_RES_READY, CTL_WR_VALID, OBS_BUSY, OBS_CHG, OBS_ERR,
-                    OBS_REQ_READY, OBS_RES_VALID, OBS_WR_READY)
+
+def _port(dut, path: str):
+    obj = dut
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 class LockstepProbe(wiring.Component):
-    def __init__(self, params: MacroParams, fault: str | None = None):
-        self.params, self.fault = params, fault
-        super().__init__({
-            "ctl": In(3),
-            "wr_payload": In(width(wr_fields(params))),
-            "req_payload": In(width(req_fields(params))),
-            "obs": Out(7),
-            "obs_res": Out(width(res_fields(params))),
-        })
+    def __init__(self, dut: wiring.Component, spec: ProbeSpec):
+        self._dut, self._spec = dut, spec
+        ports = {"ctl": In(len(spec.ctl)), "obs": Out(spec.obs_width + 1),
+                 "obs_out": Out(len(_port(dut, spec.wide_out).as_value()))}
+        for i, path in enumerate(spec.wide_in):
+            ports[f"in{i}"] = In(len(_port(dut, path).as_value()))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.dut = dut = DimcMacro(self.params, fault=self.fault)
-        m.d.comb += [
-            dut.wr.valid.eq(self.ctl[CTL_WR_VALID]), dut.req.valid.eq(self.ctl[CTL_REQ_VALID]),
-            dut.res.ready.eq(self.ctl[CTL_RES_READY]),
-            dut.wr.payload.eq(self.wr_payload), dut.req.payload.eq(self.req_payload),
-        ]
-        res = Signal.like(self.obs_res)
-        m.d.comb += res.eq(dut.res.payload)
-        obs = {OBS_WR_READY: dut.wr.ready, OBS_REQ_READY: dut.req.ready,
-               OBS_RES_VALID: dut.res.valid, OBS_ERR: dut.err, OBS_BUSY: dut.busy,
-               OBS_CHG: res != self.obs_res}
+        m.submodules.dut = dut = self._dut
+        spec = self._spec
+        m.d.comb += [_port(dut, p).eq(self.ctl[i]) for i, p in enumerate(spec.ctl)]
+        m.d.comb += [_port(dut, p).eq(getattr(self, f"in{i}"))
+                     for i, p in enumerate(spec.wide_in)]
+        out = Signal.like(self.obs_out)
+        m.d.comb += out.eq(_port(dut, spec.wide_out))
         m.d.sync += [
-            self.obs.eq(Cat(*(obs[k] for k in sorted(obs)))),
-            self.obs_res.eq(res),
+            self.obs.eq(Cat(*(_port(dut, n) for n, _ in spec.obs), out != self.obs_out)),
+            self.obs_out.eq(out),
         ]
         return m
 
 
-def probe_verilog(params: MacroParams, fault: str | None = None) -> str:
-    top = LockstepProbe(params, fault)
-    return verilog.convert(top, name="lockstep_top", emit_src=False)
+def probe_verilog(dut: wiring.Component, spec: ProbeSpec) -> str:
+    return verilog.convert(LockstepProbe(dut, spec), name="lockstep_top", emit_src=False)

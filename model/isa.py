@@ -1,0 +1,121 @@
+"""Single source of truth for the PIM channel's command set: opcodes, field layouts, parameters.
+
+Imported by the channel HDL (``hdl/channel.py``), the channel golden model
+(``model/channel.py``), the program builders and the testbenches.  Encodings only; the
+behaviour (``docs/channel.md``) is written twice, independently, in the HDL and the model.
+Layouts are little-endian (first field in the LSBs), built with :mod:`model.spec` helpers.
+"""
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from .spec import Field, MacroParams, _layout
+
+__all__ = ["Op", "IO_OPS", "ChannelParams", "cmd_fields", "out_fields", "encode", "decode"]
+
+
+class Op(enum.IntEnum):
+    """Channel command opcodes (2 bits)."""
+    WR_INP = 0   # write an input tile (n_in x x_bits) into GBuf entry g            (I/O queue)
+    WR_W = 1     # write one weight/KV row (n_out x w_bits) into (bank, set, row)    (I/O queue)
+    MAC = 2      # bank runs GBuf[g] against weight set `set` into OBuf (bank, o)    (compute queue)
+    RD_OUT = 3   # send OBuf (bank, o) on the `out` stream                           (I/O queue)
+
+
+IO_OPS = (Op.WR_INP, Op.WR_W, Op.RD_OUT)
+
+
+@dataclass(frozen=True)
+class ChannelParams:
+    """One PIM channel: ``n_banks`` DIMC macros, a GBuf, per-bank OBufs, a DCS controller.
+
+    macro     MacroParams of every bank; OBuf entries per bank = macro.n_acc
+    n_banks   macros in the channel (1..16)
+    n_gbuf    GBuf entries, each one input tile of macro.n_in x macro.x_bits bits (1..64)
+    q_depth   entries of the I/O queue and of the compute queue, each (2..64)
+    dcs       True: dynamic command scheduling; False: in-order baseline (same RTL)
+    """
+    macro: MacroParams = MacroParams()
+    n_banks: int = 4
+    n_gbuf: int = 4
+    q_depth: int = 8
+    dcs: bool = True
+
+    def __post_init__(self):
+        def bad(name, why):
+            raise ValueError(f"ChannelParams: {name}={getattr(self, name)!r} {why}")
+        if not isinstance(self.macro, MacroParams):
+            bad("macro", "must be a MacroParams")
+        for name, lo, hi in (("n_banks", 1, 16), ("n_gbuf", 1, 64), ("q_depth", 2, 64)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                bad(name, f"must be an int in {lo}..{hi}")
+        if not isinstance(self.dcs, bool):
+            bad("dcs", "must be a bool")
+
+    @property
+    def window(self) -> int:
+        """Sequence-number window W (a power of two): ids of queued/in-flight commands are
+        ``seq mod W``; W exceeds every command that can be queued or in flight at once."""
+        bound = 2 * self.q_depth + self.n_banks * (self.macro.tree_stages + 4) + 2
+        return 1 << math.ceil(math.log2(bound))
+
+    @property
+    def seq_bits(self) -> int:
+        return int(math.log2(self.window))
+
+    @property
+    def bank_bits(self) -> int:
+        return max(1, math.ceil(math.log2(self.n_banks)))
+
+    @property
+    def gbuf_bits(self) -> int:
+        return max(1, math.ceil(math.log2(self.n_gbuf)))
+
+    @property
+    def data_bits(self) -> int:
+        """Width of a command's data field: an input tile or a weight row, whichever is wider."""
+        m = self.macro
+        return max(m.n_in * m.x_bits, m.n_out * m.w_bits)
+
+    @property
+    def mac_fifo_depth(self) -> int:
+        """In-flight MACs tracked per bank (the macro holds at most this many at once)."""
+        return self.macro.tree_stages + 4
+
+    @property
+    def tag(self) -> str:
+        return (f"{self.macro.tag}_b{self.n_banks}_g{self.n_gbuf}_q{self.q_depth}"
+                f"_{'dcs' if self.dcs else 'ino'}")
+
+
+def cmd_fields(p: ChannelParams) -> dict[str, Field]:
+    """Channel command beat.  Fields an opcode does not use must be 0 (ignored by hardware)."""
+    m = p.macro
+    return _layout(("op", 2), ("bank", p.bank_bits), ("set", m.set_bits), ("row", m.row_bits),
+                   ("g", p.gbuf_bits), ("o", m.dst_bits), ("acc", 1), ("data", p.data_bits))
+
+
+def out_fields(p: ChannelParams) -> dict[str, Field]:
+    """Output beat of RD_OUT: OBuf (bank, o) = n_out results of acc_width bits each."""
+    m = p.macro
+    return _layout(("y", m.n_out * m.acc_width), ("bank", p.bank_bits), ("o", m.dst_bits))
+
+
+def encode(p: ChannelParams, op: Op, **f: int) -> int:
+    """Pack one command; ValueError names an out-of-range field (e.g. bank >= n_banks)."""
+    from .spec import pack
+    m = p.macro
+    limits = {"bank": p.n_banks, "set": m.n_sets, "row": m.n_in, "g": p.n_gbuf,
+              "o": m.n_acc, "acc": 2}
+    for k, v in f.items():
+        if k in limits and not 0 <= v < limits[k]:
+            raise ValueError(f"encode {Op(op).name}: {k}={v} out of range 0..{limits[k] - 1}")
+    return pack(cmd_fields(p), op=int(op), **f)
+
+
+def decode(p: ChannelParams, word: int) -> dict[str, int]:
+    from .spec import unpack
+    return unpack(cmd_fields(p), word)

@@ -1,0 +1,52 @@
+"""What a lockstep wrapper drives and samples (no Amaranth here: imported inside the simulator).
+
+A :class:`ProbeSpec` names the DUT's 1-bit inputs packed into the wrapper's ``ctl`` port, its
+wide inputs (``in0``, ``in1``, ...), its narrow outputs packed into ``obs`` (in order, LSB
+first, followed by one ``chg`` bit) and the one wide output sampled into ``obs_out``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    ctl: tuple[str, ...]                 # 1-bit DUT inputs, e.g. "wr.valid"
+    wide_in: tuple[str, ...]             # wide DUT inputs, e.g. "wr.payload"
+    obs: tuple[tuple[str, int], ...]     # (DUT output, width), packed LSB first
+    wide_out: str                        # the wide DUT output sampled into obs_out
+
+    def ctl_bit(self, name: str) -> int:
+        return self.ctl.index(name)
+
+    def obs_offset(self, name: str) -> int:
+        off = 0
+        for n, w in self.obs:
+            if n == name:
+                return off
+            off += w
+        raise KeyError(name)
+
+    @property
+    def obs_width(self) -> int:
+        """Packed narrow outputs, without the change bit."""
+        return sum(w for _, w in self.obs)
+
+    @property
+    def chg_bit(self) -> int:
+        """Set in the sample of cycle c when the wide output differs from cycle c-1."""
+        return self.obs_width
+
+
+MACRO = ProbeSpec(ctl=("wr.valid", "req.valid", "res.ready"),
+                  wide_in=("wr.payload", "req.payload"),
+                  obs=(("wr.ready", 1), ("req.ready", 1), ("res.valid", 1), ("err", 2),
+                       ("busy", 1)),
+                  wide_out="res.payload")
+
+
+def channel(n_banks: int) -> ProbeSpec:
+    return ProbeSpec(ctl=("cmd.valid", "out.ready"), wide_in=("cmd.payload",),
+                     obs=(("cmd.ready", 1), ("out.valid", 1), ("idle", 1), ("err", 2),
+                          ("busy", n_banks)),
+                     wide_out="out.payload")
