@@ -4,8 +4,10 @@ Usage::
 
     python -m hdl.export --out build/verilog [--lint] [--config key=val ...]
 
-writes ``<top>.v`` and ``<top>.ports.json`` for every top-level component (currently the macro,
-top ``dimc_macro``).  ``--config`` overrides :class:`model.spec.MacroParams` fields.  With
+writes ``<top>.v`` and ``<top>.ports.json`` for every top-level component in :data:`TOPS`: the
+macro (top ``dimc_macro``) and the PIM channel (top ``pim_channel``, ``ChannelParams(macro=...)``).
+``--config`` overrides :class:`model.spec.MacroParams` fields (of the macro and of every bank of
+the channel), ``--channel`` overrides :class:`model.isa.ChannelParams` fields.  With
 ``--lint`` each file is checked with ``verilator --lint-only -Wall`` plus only the committed
 waiver file ``hdl/waivers.vlt``; the exit status is non-zero if lint fails.
 """
@@ -22,16 +24,19 @@ from pathlib import Path
 from amaranth.back import verilog
 from amaranth.lib import wiring
 
+from model.isa import ChannelParams, cmd_fields, out_fields
 from model.spec import MacroParams, req_fields, res_fields, wr_fields
 
+from .channel import PimChannel
 from .macro import DimcMacro
 
-__all__ = ["generate", "port_map", "lint", "parse_config", "main", "WAIVERS", "TOPS"]
+__all__ = ["generate", "port_map", "generate_channel", "channel_port_map", "lint",
+           "parse_config", "parse_channel", "main", "WAIVERS", "TOPS"]
 
 WAIVERS = Path(__file__).resolve().parent / "waivers.vlt"
 
-#: top-level components: top name -> (constructor taking MacroParams and fault)
-TOPS = {"dimc_macro": DimcMacro}
+#: top-level components written by ``main``: top name -> component class
+TOPS = {"dimc_macro": DimcMacro, "pim_channel": PimChannel}
 
 
 def generate(params: MacroParams, fault: str | None = None, name: str = "dimc_macro") -> str:
@@ -47,8 +52,37 @@ def generate(params: MacroParams, fault: str | None = None, name: str = "dimc_ma
 def port_map(params: MacroParams, fault: str | None = None) -> dict:
     """Ports of the macro (name, direction, width, payload fields from model.spec) and params."""
     dut = DimcMacro(params, fault=fault)
-    dut._MustUse__silence = True  # only its signature is inspected, it is never elaborated
     fields = {"wr": wr_fields(params), "req": req_fields(params), "res": res_fields(params)}
+    return {
+        "params": dataclasses.asdict(params),
+        "acc_width": params.acc_width,
+        "tag": params.tag,
+        "fault": fault,
+        "ports": _ports(dut, fields),
+    }
+
+
+def generate_channel(params: ChannelParams, name: str = "pim_channel") -> str:
+    """Verilog text of the PIM channel for ``params`` (ports ``clk``, ``rst``, ``cmd__*``,
+    ``out__*``, ``idle``, ``busy``, ``err``; one ``<name>.bank<b>`` module per macro)."""
+    return verilog.convert(PimChannel(params), name=name, emit_src=False,
+                           strip_internal_attrs=True)
+
+
+def channel_port_map(params: ChannelParams) -> dict:
+    """Ports of the channel (name, direction, width, payload fields from model.isa) and params."""
+    dut = PimChannel(params)
+    return {
+        "params": dataclasses.asdict(params),
+        "acc_width": params.macro.acc_width,
+        "window": params.window,
+        "tag": params.tag,
+        "ports": _ports(dut, {"cmd": cmd_fields(params), "out": out_fields(params)}),
+    }
+
+
+def _ports(dut, fields) -> list:
+    dut._MustUse__silence = True  # only its signature is inspected, it is never elaborated
     ports = [
         {"name": "clk", "direction": "in", "width": 1},
         {"name": "rst", "direction": "in", "width": 1},
@@ -62,13 +96,7 @@ def port_map(params: MacroParams, fault: str | None = None) -> dict:
             entry["fields"] = [{"name": f.name, "offset": f.offset, "width": f.width}
                                for f in fields[path[0]].values()]
         ports.append(entry)
-    return {
-        "params": dataclasses.asdict(params),
-        "acc_width": params.acc_width,
-        "tag": params.tag,
-        "fault": fault,
-        "ports": ports,
-    }
+    return ports
 
 
 def lint(path: str | Path, waivers: str | Path = WAIVERS) -> subprocess.CompletedProcess:
@@ -92,26 +120,49 @@ def parse_config(items) -> MacroParams:
     return MacroParams(**kw)
 
 
+def parse_channel(items, macro: MacroParams) -> ChannelParams:
+    """``["n_banks=2", "dcs=0"]`` -> ChannelParams(macro=macro, ...) (ValueError on bad keys)."""
+    names = {f.name for f in dataclasses.fields(ChannelParams)} - {"macro"}
+    kw = {}
+    for item in items or ():
+        key, sep, val = item.partition("=")
+        key = key.strip()
+        if not sep or key not in names:
+            raise ValueError(f"--channel {item!r}: expected key=int with key in {sorted(names)}")
+        kw[key] = bool(int(val, 0)) if key == "dcs" else int(val, 0)
+    return ChannelParams(macro=macro, **kw)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hdl.export", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="build/verilog", help="output directory")
     ap.add_argument("--lint", action="store_true", help="verilator --lint-only -Wall each file")
     ap.add_argument("--config", nargs="*", default=[], metavar="KEY=VAL",
                     help="MacroParams overrides, e.g. n_in=16 w_bits=4")
+    ap.add_argument("--channel", nargs="*", default=[], metavar="KEY=VAL",
+                    help="ChannelParams overrides, e.g. n_banks=2 q_depth=4 dcs=0")
     args = ap.parse_args(argv)
     try:
         params = parse_config(args.config)
+        cparams = parse_channel(args.channel, params)
     except ValueError as e:
         ap.error(str(e))
+    export = {
+        "dimc_macro": (lambda top: generate(params, name=top), lambda: port_map(params),
+                       params.tag),
+        "pim_channel": (lambda top: generate_channel(cparams, name=top),
+                        lambda: channel_port_map(cparams), cparams.tag),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ok = True
     for top in TOPS:
         t0 = time.monotonic()
         vfile = out / f"{top}.v"
-        vfile.write_text(generate(params, name=top))
-        (out / f"{top}.ports.json").write_text(json.dumps(port_map(params), indent=2) + "\n")
-        print(f"{vfile}: {vfile.stat().st_size} bytes ({params.tag}, "
+        gen, ports, tag = export[top]
+        vfile.write_text(gen(top))
+        (out / f"{top}.ports.json").write_text(json.dumps(ports(), indent=2) + "\n")
+        print(f"{vfile}: {vfile.stat().st_size} bytes ({tag}, "
               f"{time.monotonic() - t0:.1f} s)")
         if args.lint:
             t0 = time.monotonic()

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from .spec import Field, MacroParams, _layout
 
-__all__ = ["Op", "IO_OPS", "ChannelParams", "cmd_fields", "out_fields", "encode", "decode"]
+__all__ = ["Op", "IO_OPS", "ChannelParams", "cmd_fields", "out_fields", "encode", "decode",
+           "HostOp", "HOST_CHANNEL_OPS", "ModErr", "ModuleParams", "host_fields", "mod_out_fields",
+           "host_encode"]
 
 
 class Op(enum.IntEnum):
@@ -119,3 +121,102 @@ def encode(p: ChannelParams, op: Op, **f: int) -> int:
 def decode(p: ChannelParams, word: int) -> dict[str, int]:
     from .spec import unpack
     return unpack(cmd_fields(p), word)
+
+
+# ------------------------------------------------------------------------------------------
+# Module top (hub): host commands, page table (DPA), loops.  Contract: docs/module.md.
+
+class HostOp(enum.IntEnum):
+    """Host command opcodes (4 bits); 10..15 are invalid (rejected with BAD_OPCODE)."""
+    NOP = 0
+    WR_INP = 1    # chmask, g, data: input tile into GBuf entry g of every masked channel
+    WR_W = 2      # chmask, rid, vp, row, data: weight/KV row into the page vp maps to
+    MAC = 3       # chmask, rid, vp, g, o, acc: bank/set of page vp, GBuf g -> OBuf o
+    RD_OUT = 4    # chmask, rid, vp, o: OBuf o of page vp's bank -> out stream
+    MAP = 5       # vp, pp, rid: page table entry vp -> physical page pp, owned by rid
+    UNMAP = 6     # vp, rid
+    SET_TOK = 7   # rid, count: the request's current token count
+    LOOP = 8      # rid, n, per, vps, os: replay the next n commands ceil(tok[rid] / 2**per) times
+    BARRIER = 9   # wait until every channel is idle
+
+
+HOST_CHANNEL_OPS = {HostOp.WR_INP: Op.WR_INP, HostOp.WR_W: Op.WR_W, HostOp.MAC: Op.MAC,
+                    HostOp.RD_OUT: Op.RD_OUT}
+
+
+class ModErr(enum.IntEnum):
+    """Codes on the module's ``err`` output (3 bits); QUEUE_FULL is reported on ``ovf``."""
+    NONE = 0
+    BAD_OPCODE = 1      # opcode 10..15
+    BAD_FIELD = 2       # a field out of range for this module (or a non-channel op in a loop body)
+    UNMAPPED = 3        # vp has no page table entry
+    NOT_OWNER = 4       # vp's entry belongs to another request id
+    ALREADY_MAPPED = 5  # MAP of a mapped vp, or of a physical page another vp maps
+    QUEUE_FULL = 6      # host push while the command FIFO is full (on ``ovf``, not ``err``)
+
+
+@dataclass(frozen=True)
+class ModuleParams:
+    """A PIM module: ``n_ch`` channels behind one dispatcher with DPA.
+
+    channel     ChannelParams of every channel
+    n_ch        channels (1..8)
+    n_vpages    page-table entries (virtual pages), a power of two in 2..256
+    n_req       request ids, a power of two in 2..16; token counters of 16 bits
+    fifo_depth  host command FIFO entries (2..64)
+    loop_len    loop body buffer entries (1..16)
+
+    A physical page ``pp`` is one weight set of one bank in every channel:
+    ``bank = pp // n_sets``, ``set = pp % n_sets``; ``n_pages = n_banks * n_sets``.
+    """
+    channel: ChannelParams = ChannelParams()
+    n_ch: int = 4
+    n_vpages: int = 32
+    n_req: int = 4
+    fifo_depth: int = 8
+    loop_len: int = 8
+
+    def __post_init__(self):
+        def bad(name, why):
+            raise ValueError(f"ModuleParams: {name}={getattr(self, name)!r} {why}")
+        if not isinstance(self.channel, ChannelParams):
+            bad("channel", "must be a ChannelParams")
+        for name, lo, hi in (("n_ch", 1, 8), ("fifo_depth", 2, 64), ("loop_len", 1, 16)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                bad(name, f"must be an int in {lo}..{hi}")
+        for name, lo, hi in (("n_vpages", 2, 256), ("n_req", 2, 16)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not lo <= v <= hi or v & (v - 1):
+                bad(name, f"must be a power of two in {lo}..{hi}")
+
+    @property
+    def n_pages(self) -> int:
+        return self.channel.n_banks * self.channel.macro.n_sets
+
+    @property
+    def tag(self) -> str:
+        return (f"{self.channel.tag}_c{self.n_ch}_v{self.n_vpages}_r{self.n_req}"
+                f"_f{self.fifo_depth}_l{self.loop_len}")
+
+
+def host_fields(p: ModuleParams) -> dict[str, Field]:
+    """Host command word: fixed field widths (independent of the module's size, so that
+    out-of-range values are encodable and rejected with BAD_FIELD), then the data field."""
+    return _layout(("op", 4), ("chmask", 8), ("rid", 4), ("vp", 8), ("pp", 8), ("row", 10),
+                   ("g", 6), ("o", 8), ("acc", 1), ("n", 5), ("per", 4), ("vps", 8),
+                   ("os", 8), ("count", 16), ("data", p.channel.data_bits))
+
+
+def mod_out_fields(p: ModuleParams) -> dict[str, Field]:
+    """Module output beat: a channel's RD_OUT result tagged with its channel."""
+    m = p.channel.macro
+    return _layout(("y", m.n_out * m.acc_width), ("bank", p.channel.bank_bits),
+                   ("o", m.dst_bits), ("chan", 3))
+
+
+def host_encode(p: ModuleParams, op: int, **f: int) -> int:
+    """Pack a host command.  Only the encodable width is checked (ValueError); range checks
+    against the module's size are the hardware's job (BAD_FIELD)."""
+    from .spec import pack
+    return pack(host_fields(p), op=int(op), **f)

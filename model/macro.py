@@ -163,6 +163,18 @@ class MacroModel:
         return _Req(s, (payload >> self._racc_off) & 1,
                     (payload >> self._rdst_off) & self._rdst_mask, codes, psum)
 
+    def peek_req_ready(self, res_ready: int) -> int:
+        """``req.ready`` of the current cycle without stepping (pure): it depends only on the
+        registers and ``res_ready`` (same expression as in :meth:`step`)."""
+        if self._depth:
+            beat = self._pipe[-1]
+        else:
+            beat = (self._cur, self._k) if self._busy else None
+        fin = beat is not None and beat[1] == self._Xm1
+        if fin and self._res_valid and not res_ready:
+            return 0
+        return 0 if (self._busy and self._k != self._Xm1) else 1
+
     def step(self, wr_valid, wr_payload, req_valid, req_payload, res_ready) -> MacroOut:
         """Outputs of this cycle for these inputs, then the clock edge ending the cycle."""
         busy, k, cur, Xm1 = self._busy, self._k, self._cur, self._Xm1

@@ -58,8 +58,14 @@ class Stimulus:
 
     @property
     def ready_threshold(self) -> int:
-        """res.ready is high when the 16-bit hash of (seed, cycle) is below this (0..65536)."""
-        return int(round(self.ready_p * 65536))
+        return ready_threshold(self.ready_p)
+
+
+def ready_threshold(ready_p: float) -> int:
+    """A ready line is high when the 16-bit hash of (seed, cycle) is below this (0..65536)."""
+    if not 0.0 < ready_p <= 1.0:
+        raise ValueError(f"ready_p={ready_p!r} must be in (0, 1]")
+    return int(round(ready_p * 65536))
 
 
 def _fmix32(h: int) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 from cocotb_tools.runner import Verilator
 
 from model.spec import MacroParams
-from model.stimulus import Stimulus
+from model.stimulus import Stimulus, ready_threshold
 from tb import probespec, vlenv
 from tb.probe import probe_verilog
 
@@ -52,7 +52,8 @@ class _Runner(Verilator):
 
 @dataclass(frozen=True)
 class Target:
-    """A design under lockstep test: ``kind`` "macro" (DimcMacro) or "channel" (PimChannel)."""
+    """A design under lockstep test: ``kind`` "macro" (DimcMacro), "channel" (PimChannel) or
+    "module" (PimModule)."""
     kind: str
     params: object            # MacroParams or ChannelParams
     fault: str | None = None  # deliberate DUT fault (macro only), see hdl/macro.py
@@ -63,17 +64,25 @@ class Target:
 
     @property
     def test_module(self) -> str:
-        return {"macro": "tb.lockstep", "channel": "tb.chan_lockstep"}[self.kind]
+        return {"macro": "tb.lockstep", "channel": "tb.chan_lockstep",
+                "module": "tb.mod_lockstep"}[self.kind]
 
     def spec(self) -> probespec.ProbeSpec:
-        return probespec.MACRO if self.kind == "macro" else probespec.channel(self.params.n_banks)
+        if self.kind == "macro":
+            return probespec.MACRO
+        if self.kind == "channel":
+            return probespec.channel(self.params.n_banks)
+        return probespec.module(self.params.n_ch, self.params.channel.n_banks)
 
     def dut(self):
         if self.kind == "macro":
             from hdl.macro import DimcMacro
             return DimcMacro(self.params, fault=self.fault)
-        from hdl.channel import PimChannel
-        return PimChannel(self.params)
+        if self.kind == "channel":
+            from hdl.channel import PimChannel
+            return PimChannel(self.params)
+        from hdl.module import PimModule
+        return PimModule(self.params)
 
 
 def _source_key(t: Target) -> str:
@@ -169,6 +178,29 @@ def run_lockstep(params: MacroParams, stim: Stimulus, *, late: int = 0,
     job = {"params": params, "stim": stim, "late": late, "max_cycles": max_cycles}
     return run_job(Target("macro", params, fault), job, seed=stim.seed, waves=waves,
                    label=label)
+
+
+def run_channel_lockstep(params, cmds: list[tuple[int, int]], *, out_ready_p: float = 1.0,
+                         seed: int = 0, waves: bool | None = None,
+                         max_cycles: int = 10_000_000, label: str = "chan") -> dict:
+    """Run a channel command stream ``cmds`` [(payload, gap)] through the Verilated PimChannel
+    and ChannelModel in lockstep (``tb/chan_lockstep.py``).  Returns ``ok``, ``mismatch``,
+    ``cycles``, ``outputs`` (out payloads in order), ``busy_cycles`` per bank, speed."""
+    job = {"params": params, "cmds": list(cmds), "seed": seed,
+           "ready_threshold": ready_threshold(out_ready_p),
+           "max_cycles": max_cycles}
+    return run_job(Target("channel", params), job, seed=seed, waves=waves, label=label)
+
+
+def run_module_lockstep(params, cmds: list[tuple[int, int]], *, out_ready_p: float = 1.0,
+                        seed: int = 0, waves: bool | None = None,
+                        max_cycles: int = 10_000_000, label: str = "mod") -> dict:
+    """Run host commands ``cmds`` [(host_cmd, gap)] through the Verilated PimModule and
+    ModuleModel in lockstep (``tb/mod_lockstep.py``).  Returns ``ok``, ``mismatch``,
+    ``cycles``, ``outputs``, ``errors`` [(cycle, code)], ``busy_cycles`` per bank, speed."""
+    job = {"params": params, "cmds": list(cmds), "seed": seed,
+           "ready_threshold": ready_threshold(out_ready_p), "max_cycles": max_cycles}
+    return run_job(Target("module", params), job, seed=seed, waves=waves, label=label)
 
 
 def describe_mismatch(res: dict) -> str:

@@ -50,3 +50,17 @@ def channel(n_banks: int) -> ProbeSpec:
                      obs=(("cmd.ready", 1), ("out.valid", 1), ("idle", 1), ("err", 2),
                           ("busy", n_banks)),
                      wide_out="out.payload")
+
+
+def module(n_ch: int, n_banks: int) -> ProbeSpec:
+    return ProbeSpec(ctl=("host_valid", "out.ready"), wide_in=("host_cmd",),
+                     obs=(("out.valid", 1), ("err", 3), ("ovf", 1), ("idle", 1),
+                          ("err_count", 16), ("busy", n_ch * n_banks)),
+                     wide_out="out.payload")
+
+
+def read(handle, width: int) -> int:
+    """Value of a wrapper output through its raw GPI handle (32-bit fast path)."""
+    if width <= 32:
+        return handle.get_signal_val_long()
+    return int(handle.get_signal_val_binstr(), 2)

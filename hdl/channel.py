@@ -1,0 +1,313 @@
+"""PIM channel with a DCS controller (``B`` DIMC macros), implementing ``docs/channel.md``.
+
+Encodings and parameters come from :mod:`model.isa` (``ChannelParams``, ``Op``, ``cmd_fields``,
+``out_fields``); every bank is one :class:`hdl.macro.DimcMacro` (``docs/macro.md``).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from model.isa import ChannelParams, Op, cmd_fields, out_fields
+
+from .layouts import struct_layout
+from .macro import DimcMacro
+
+__all__ = ["PimChannel"]
+
+
+def _select(m, name, index, items, width):
+    """``items[index]`` as one case statement (0 for an index past the end)."""
+    out = Signal(width, name=name)
+    with m.Switch(index):
+        for i, it in enumerate(items):
+            with m.Case(i):
+                m.d.comb += out.eq(it)
+    return out
+
+
+def _write(m, index, items, value):
+    """At the clock edge: ``items[index] <= value`` (no write for an index past the end).
+
+    One ``If`` per entry (a ``Switch`` here becomes a per-register ``case`` without default
+    after yosys splits it, which Verilator flags as CASEINCOMPLETE)."""
+    for i, it in enumerate(items):
+        with m.If(index == i):
+            m.d.sync += it.eq(value)
+
+
+class _Fifo:
+    """Register FIFO: ``depth`` entries of ``shape``, head/tail pointers and a count.
+
+    ``head`` is the oldest entry (meaningless when ``count == 0``).  The caller guarantees no
+    push when full and no pop when empty.  Storage is not reset (only ``count`` is observable).
+    """
+
+    def __init__(self, m, name, shape, depth):
+        self.m, self.depth = m, depth
+        self.mem = [Signal(shape, name=f"{name}_m{i}", reset_less=True) for i in range(depth)]
+        self.rd = Signal(range(depth), name=f"{name}_rd")
+        self.wr = Signal(range(depth), name=f"{name}_wr")
+        self.count = Signal(range(depth + 1), name=f"{name}_n")
+        self.head = Signal(shape, name=f"{name}_head")
+        with m.Switch(self.rd):
+            for i, e in enumerate(self.mem):
+                with m.Case(i):
+                    m.d.comb += self.head.eq(e)
+
+    def update(self, push, value, pop):
+        m, d = self.m, self.depth
+        with m.If(push):
+            _write(m, self.wr, self.mem, value)
+            m.d.sync += self.wr.eq(Mux(self.wr == d - 1, 0, self.wr + 1))
+        with m.If(pop):
+            m.d.sync += self.rd.eq(Mux(self.rd == d - 1, 0, self.rd + 1))
+        with m.If(push & ~pop):
+            m.d.sync += self.count.eq(self.count + 1)
+        with m.Elif(pop & ~push):
+            m.d.sync += self.count.eq(self.count - 1)
+
+
+class PimChannel(wiring.Component):
+    """One PIM channel: B DIMC macros, GBuf, OBuf, I/O + compute queues, DCS controller.
+
+    Cycle-exact implementation of ``docs/channel.md`` (read it for the full contract).
+
+    Parameters
+    ----------
+    params : ChannelParams
+        ``n_banks`` = B, ``n_gbuf`` = G, ``q_depth`` = Q, ``window`` = W, ``macro.n_acc`` = E,
+        ``dcs`` (elaboration-time) selects the DCS issue rule (True) or the in-order baseline.
+
+    Ports (clock ``clk``, synchronous reset ``rst``)
+    -----
+    cmd : In(stream.Signature(struct_layout(cmd_fields)))
+        ``op, bank, set, row, g, o, acc, data`` (LSB first).  ``cmd.ready`` = target queue
+        (``cq`` for MAC, else ``ioq``) holds < Q entries ``& done[nseq]``; it depends
+        combinationally on ``cmd.payload.op``.
+    out : Out(stream.Signature(struct_layout(out_fields)))
+        ``y`` (n_out x acc_width), ``bank``, ``o``: the output register, loaded by RD_OUT.
+    idle : Out(1)
+        Both queues empty and no MAC awaiting its result (ignores ``out.valid``).
+    busy : Out(B)
+        Bit b = macro b's ``busy``.
+    err : Out(2)
+        OR of the macros' ``err``.
+
+    Rules (one cycle t; all decisions from the registers at t and the inputs at t)
+    -----
+    * Enqueue: the beat is pushed with ``seq = nseq`` and its dependencies read from the table
+      (WR_INP: gr[g]; WR_W: wr[b][s]; MAC: gw[g], ww[b][s], orr[b][o]; RD_OUT: ow[b][o]), the
+      table slots are written with (1, seq), ``done[nseq] <= 0``, ``nseq += 1 (mod W)``.
+    * Issue, DCS: the ``ioq`` and ``cq`` heads issue independently when every valid dependency
+      is done and the resource is free (RD_OUT: ``~out_valid | out.ready``; MAC: macro
+      ``req.ready``).  In-order: a head issues only if ``seq == iss`` and ``inflight == 0``.
+    * Effects: WR_INP ``gbuf[g] <= data``; WR_W drives macro b's ``wr`` in cycle t; RD_OUT
+      loads the output register; these three set ``done[seq]`` at the edge.  MAC drives macro
+      b's ``req`` with ``x = gbuf[g]`` in cycle t and pushes ``seq`` on ``macq[b]``.
+    * Results (``res.ready`` = 1): ``obuf[b][dst] <= y``, ``done[macq[b] head] <= 1``, pop.
+
+    Latency: a command enqueued at t issues at t+1 at the earliest; a MAC issued at t has its
+    result in OBuf (done) from t + x_bits + tree_stages + 2; RD_OUT issued at t gives
+    ``out.valid`` at t+1.  Reset: everything except the macros' weight SRAM, the GBuf data and
+    the queue/macq storage (unobservable: only valid entries are ever read).
+    """
+
+    def __init__(self, params: ChannelParams):
+        if not isinstance(params, ChannelParams):
+            raise TypeError(f"PimChannel: params must be ChannelParams, not {params!r}")
+        self.params = params
+        self.cmd_layout = struct_layout(cmd_fields(params))
+        self.out_layout = struct_layout(out_fields(params))
+        super().__init__({
+            "cmd": In(stream.Signature(self.cmd_layout)),
+            "out": Out(stream.Signature(self.out_layout)),
+            "idle": Out(1),
+            "busy": Out(params.n_banks),
+            "err": Out(2),
+        })
+        self.banks: list[DimcMacro] = []     # filled by elaborate (for testbenches)
+
+    def elaborate(self, platform):
+        p, mp = self.params, self.params.macro
+        B, G, Q, W, E = p.n_banks, p.n_gbuf, p.q_depth, p.window, mp.n_acc
+        SB, D = p.seq_bits, p.mac_fifo_depth
+        XW, WW, YW = mp.n_in * mp.x_bits, mp.n_out * mp.w_bits, mp.n_out * mp.acc_width
+        m = Module()
+
+        banks = [DimcMacro(mp) for _ in range(B)]
+        for b, mac in enumerate(banks):
+            m.submodules[f"bank{b}"] = mac
+            m.d.comb += mac.res.ready.eq(1)
+        self.banks = banks
+        m.d.comb += [
+            self.busy.eq(Cat(*(mac.busy for mac in banks))),
+            self.err.eq(_or([mac.err for mac in banks])),
+        ]
+
+        # ---------------- state ----------------
+        gbuf = [Signal(XW, name=f"gbuf{g}", reset_less=True) for g in range(G)]
+        obuf = [[Signal(YW, name=f"obuf_b{b}_e{e}") for e in range(E)] for b in range(B)]
+        done = Signal(W, init=(1 << W) - 1)
+        nseq = Signal(SB)
+        slot = data.StructLayout({"v": 1, "seq": SB})
+
+        def table(name, n):
+            return [Signal(slot, name=f"{name}{i}") for i in range(n)]
+
+        gw, gr = table("gw", G), table("gr", G)
+        S = mp.n_sets
+        ww, wr = table("ww", B * S), table("wr", B * S)        # index b*S + s
+        ow, orr = table("ow", B * E), table("orr", B * E)      # index b*E + o
+
+        io_lay = data.StructLayout({
+            "op": 2, "bank": p.bank_bits, "set": mp.set_bits, "row": mp.row_bits,
+            "g": p.gbuf_bits, "o": mp.dst_bits, "data": p.data_bits, "seq": SB, "dep": slot})
+        cq_lay = data.StructLayout({
+            "bank": p.bank_bits, "set": mp.set_bits, "g": p.gbuf_bits, "o": mp.dst_bits,
+            "acc": 1, "seq": SB, "dep": data.ArrayLayout(slot, 3)})
+        ioq = _Fifo(m, "ioq", io_lay, Q)
+        cq = _Fifo(m, "cq", cq_lay, Q)
+        macq = [_Fifo(m, f"macq{b}", SB, D) for b in range(B)]
+
+        def done_bit(seq):
+            return done.bit_select(seq, 1)
+
+        # ---------------- enqueue ----------------
+        c = self.cmd.payload
+        is_mac = Signal()
+        enq = Signal()
+        m.d.comb += [
+            is_mac.eq(c.op == Op.MAC),
+            self.cmd.ready.eq(Mux(is_mac, cq.count < Q, ioq.count < Q) & done_bit(nseq)),
+            enq.eq(self.cmd.valid & self.cmd.ready),
+        ]
+        i_bs = Cat(c.set, c.bank)
+        i_bo = Cat(c.o, c.bank)
+        d_gw = slot(_select(m, "d_gw", c.g, gw, slot.size))
+        d_gr = slot(_select(m, "d_gr", c.g, gr, slot.size))
+        d_ww = slot(_select(m, "d_ww", i_bs, ww, slot.size))
+        d_wr = slot(_select(m, "d_wr", i_bs, wr, slot.size))
+        d_ow = slot(_select(m, "d_ow", i_bo, ow, slot.size))
+        d_or = slot(_select(m, "d_orr", i_bo, orr, slot.size))
+
+        io_dep = Signal(slot)           # (a MAC beat never enters the ioq)
+        m.d.comb += io_dep.eq(Mux(c.op == Op.WR_INP, d_gr, Mux(c.op == Op.WR_W, d_wr, d_ow)))
+        io_in = Signal(io_lay)
+        cq_in = Signal(cq_lay)
+        m.d.comb += [
+            io_in.op.eq(c.op), io_in.bank.eq(c.bank), io_in.set.eq(c.set), io_in.row.eq(c.row),
+            io_in.g.eq(c.g), io_in.o.eq(c.o), io_in.data.eq(c.data), io_in.seq.eq(nseq),
+            io_in.dep.eq(io_dep),
+            cq_in.bank.eq(c.bank), cq_in.set.eq(c.set), cq_in.g.eq(c.g), cq_in.o.eq(c.o),
+            cq_in.acc.eq(c.acc), cq_in.seq.eq(nseq),
+            cq_in.dep[0].eq(d_gw), cq_in.dep[1].eq(d_ww), cq_in.dep[2].eq(d_or),
+        ]
+        new_slot = Cat(Const(1, 1), nseq)
+        with m.If(enq):
+            m.d.sync += nseq.eq(nseq + 1)
+            with m.If(c.op == Op.WR_INP):
+                _write(m, c.g, gw, new_slot)
+            with m.If(c.op == Op.WR_W):
+                _write(m, i_bs, ww, new_slot)
+            with m.If(c.op == Op.MAC):
+                _write(m, c.g, gr, new_slot)
+                _write(m, i_bs, wr, new_slot)
+                _write(m, i_bo, ow, new_slot)
+            with m.If(c.op == Op.RD_OUT):
+                _write(m, i_bo, orr, new_slot)
+
+        # ---------------- issue ----------------
+        ioh, cqh = ioq.head, cq.head
+        out_valid = self.out.valid
+        io_res_ok = (ioh.op != Op.RD_OUT) | ~out_valid | self.out.ready
+        mac_ready = _select(m, "mac_ready", cqh.bank, [mac.req.ready for mac in banks], 1)
+        io_go = Signal()
+        cq_can = Signal()      # everything but the macro's req.ready (which it must not gate)
+        cq_go = Signal()
+        n_res = sum(mac.res.valid for mac in banks)
+        if p.dcs:
+            io_dep_ok = ~ioh.dep.v | done_bit(ioh.dep.seq)
+            cq_dep_ok = _and([~cqh.dep[k].v | done_bit(cqh.dep[k].seq) for k in range(3)])
+            m.d.comb += [
+                io_go.eq((ioq.count != 0) & io_dep_ok & io_res_ok),
+                cq_can.eq((cq.count != 0) & cq_dep_ok),
+            ]
+        else:
+            iss = Signal(SB)
+            inflight = Signal(range(B * D + 1))
+            quiet = inflight == 0
+            m.d.comb += [
+                io_go.eq((ioq.count != 0) & (ioh.seq == iss) & quiet & io_res_ok),
+                cq_can.eq((cq.count != 0) & (cqh.seq == iss) & quiet),
+            ]
+            with m.If(io_go | cq_go):
+                m.d.sync += iss.eq(iss + 1)
+            m.d.sync += inflight.eq(inflight + cq_go - n_res)
+        m.d.comb += cq_go.eq(cq_can & mac_ready)
+        ioq.update(enq & ~is_mac, io_in, io_go)
+        cq.update(enq & is_mac, cq_in, cq_go)
+
+        # MAC: drive macro b's req; x from one GBuf mux shared by all banks
+        x_sel = _select(m, "mac_x", cqh.g, gbuf, XW)
+        for b, mac in enumerate(banks):
+            m.d.comb += [
+                mac.req.valid.eq(cq_can & (cqh.bank == b)),
+                mac.req.payload.x.eq(x_sel),
+                mac.req.payload.set.eq(cqh.set),
+                mac.req.payload.acc.eq(cqh.acc),
+                mac.req.payload.dst.eq(cqh.o),
+                # WR_W: drive macro b's wr (wr.ready is always 1)
+                mac.wr.valid.eq(io_go & (ioh.op == Op.WR_W) & (ioh.bank == b)),
+                mac.wr.payload.data.eq(ioh.data[:WW]),
+                mac.wr.payload.row.eq(ioh.row),
+                mac.wr.payload.set.eq(ioh.set),
+            ]
+            macq[b].update(mac.req.valid & mac.req.ready, cqh.seq, mac.res.valid)
+
+        # WR_INP
+        with m.If(io_go & (ioh.op == Op.WR_INP)):
+            _write(m, ioh.g, gbuf, ioh.data[:XW])
+
+        # RD_OUT and the output register: one mux over the B*E OBuf entries
+        y_sel = _select(m, "obuf_rd", Cat(ioh.o, ioh.bank),
+                        [obuf[b][e] for b in range(B) for e in range(E)], YW)
+        with m.If(io_go & (ioh.op == Op.RD_OUT)):
+            m.d.sync += [
+                self.out.payload.y.eq(y_sel),
+                self.out.payload.bank.eq(ioh.bank),
+                self.out.payload.o.eq(ioh.o),
+                out_valid.eq(1),
+            ]
+        with m.Elif(out_valid & self.out.ready):
+            m.d.sync += out_valid.eq(0)
+
+        # ---------------- results ----------------
+        for b, mac in enumerate(banks):
+            with m.If(mac.res.valid):
+                _write(m, mac.res.payload.dst, obuf[b], mac.res.payload.y)
+
+        # ---------------- done[W] ----------------
+        for i in range(W):
+            setters = [io_go & (ioh.seq == i)]
+            setters += [mac.res.valid & (macq[b].head == i) for b, mac in enumerate(banks)]
+            m.d.sync += done[i].eq((done[i] & ~(enq & (nseq == i))) | _or(setters))
+
+        m.d.comb += self.idle.eq((ioq.count == 0) & (cq.count == 0)
+                                 & _and([q.count == 0 for q in macq]))
+        return m
+
+
+def _or(vals):
+    acc = vals[0]
+    for v in vals[1:]:
+        acc = acc | v
+    return acc
+
+
+def _and(vals):
+    acc = vals[0]
+    for v in vals[1:]:
+        acc = acc & v
+    return acc

@@ -1,0 +1,335 @@
+"""Cycle-exact golden model of the PIM channel and its DCS controller, from docs/channel.md.
+
+Written from the contract only (not from the HDL).  ``ChannelModel.step`` takes one cycle's
+inputs, returns that cycle's outputs (from the registers at the start of the cycle and the
+inputs) and then applies the clock edge ending the cycle.  Every bank is one
+:class:`model.macro.MacroModel`, stepped once per cycle with ``res.ready = 1``.
+
+``run`` drives the model with a command list under the driver rules of model/stimulus.py
+(beat i offered from ``t_free + gap_i`` until it transfers; ``out.ready`` from
+:func:`model.stimulus.ready_at`) and returns a :class:`ChannelTrace`.
+
+Representation notes (for comparison with the HDL):
+
+* a queue entry is the tuple ``(op, bank, set, row, g, o, acc, data, seq, deps)`` where
+  ``deps`` is three ``(valid, seq)`` slots in the order of the dependency table of
+  docs/channel.md (MAC: ``gw[g]``, ``ww[b][s]``, ``orr[b][o]``; the other ops use slot 0);
+  an invalid slot is ``(0, 0)``.  Fields an op does not use are those of the payload (0 for a
+  well-formed command).
+* a dependency-table slot is ``(valid, seq)``, reset ``(0, 0)``.
+* OBuf entries and GBuf entries are raw bit vectors (ints), as in the HDL registers.
+"""
+from __future__ import annotations
+
+from collections import deque, namedtuple
+from dataclasses import dataclass, field
+
+from .isa import ChannelParams, Op, cmd_fields, out_fields
+from .macro import MacroModel, state_diff as macro_state_diff
+from .spec import req_fields, unpack_vec, wr_fields
+from .stimulus import TAIL, Source, Beat, ready_at
+
+__all__ = ["ChannelModel", "ChanOut", "ChannelTrace", "channel_state_diff"]
+
+ChanOut = namedtuple("ChanOut", "cmd_ready out_valid out_payload idle busy err")
+ChanOut.__doc__ = "Outputs of the channel during one cycle (before the clock edge)."
+
+_MAC, _WR_INP, _WR_W, _RD_OUT = int(Op.MAC), int(Op.WR_INP), int(Op.WR_W), int(Op.RD_OUT)
+_NODEP = (0, 0)
+
+
+@dataclass
+class ChannelTrace:
+    """Result of :meth:`ChannelModel.run`.
+
+    events       (cycle, "cmd" | "out" | "err", value): a command transfer (its payload), an
+                 out beat transfer (its payload), a non-zero ``err`` output (its code)
+    cycles       cycles simulated: first cycle in which every command had transferred in an
+                 earlier cycle, ``idle`` = 1 and ``out.valid`` = 0, plus TAIL, plus 1
+    busy_cycles  per bank, cycles with that bank's ``busy`` bit set (over ``cycles``)
+    outs         out payloads in arrival order
+    status       "ok", or "deadlock" (no progress for ``stall_limit`` cycles) / "timeout"
+    """
+    params: ChannelParams
+    events: list = field(repr=False)
+    cycles: int
+    busy_cycles: list
+    outs: list = field(repr=False)
+    status: str = "ok"
+    n_cmds: int = 0
+
+    @property
+    def utilisation(self) -> float:
+        """Busy macro-cycles / (cycles * n_banks)."""
+        return sum(self.busy_cycles) / (self.cycles * self.params.n_banks)
+
+    def errors(self) -> list:
+        return [e for e in self.events if e[1] == "err"]
+
+
+class ChannelModel:
+    """Cycle-exact model of one PIM channel (ports and behaviour as in docs/channel.md)."""
+
+    def __init__(self, params: ChannelParams):
+        if not isinstance(params, ChannelParams):
+            raise ValueError(f"ChannelModel: params={params!r} is not a ChannelParams")
+        p = self.params = params
+        m = p.macro
+        self.macros = [MacroModel(m) for _ in range(p.n_banks)]
+        cf, of, wf, rf = cmd_fields(p), out_fields(p), wr_fields(m), req_fields(m)
+        self._cf = [(cf[n].offset, (1 << cf[n].width) - 1)
+                    for n in ("bank", "set", "row", "g", "o", "acc", "data")]
+        self._xmask = (1 << (m.n_in * m.x_bits)) - 1
+        self._wdmask = (1 << (m.n_out * m.w_bits)) - 1
+        self._w_row, self._w_set = wf["row"].offset, wf["set"].offset
+        self._r_set, self._r_acc, self._r_dst = rf["set"].offset, rf["acc"].offset, rf["dst"].offset
+        self._ymask = (1 << (m.n_out * m.acc_width)) - 1
+        self._res_dst_off, self._res_dst_mask = m.n_out * m.acc_width, (1 << m.dst_bits) - 1
+        self._o_bank, self._o_o = of["bank"].offset, of["o"].offset
+        self._W, self._Q = p.window, p.q_depth
+        self._gbuf = [0] * p.n_gbuf           # GBuf data: not reset by rst (0 at power-up)
+        self.reset()
+
+    # --- state ----------------------------------------------------------------------------
+    def reset(self, power_up: bool = False) -> None:
+        """``rst``: every register except the macros' weight SRAM and the GBuf data.
+        ``power_up`` clears those too."""
+        p, m = self.params, self.params.macro
+        self.cycle = 0
+        for mm in self.macros:
+            mm.reset(power_up=power_up)
+        if power_up:
+            self._gbuf = [0] * p.n_gbuf
+        self._ioq, self._cq = deque(), deque()
+        self._nseq = 0
+        self._done = [1] * self._W
+        S, E, B, G = m.n_sets, m.n_acc, p.n_banks, p.n_gbuf
+        self._gw, self._gr = [_NODEP] * G, [_NODEP] * G
+        self._ww = [[_NODEP] * S for _ in range(B)]
+        self._wr = [[_NODEP] * S for _ in range(B)]
+        self._ow = [[_NODEP] * E for _ in range(B)]
+        self._orr = [[_NODEP] * E for _ in range(B)]
+        self._obuf = [[0] * E for _ in range(B)]
+        self._macq = [deque() for _ in range(B)]
+        self._iss, self._inflight = 0, 0
+        self._out_valid, self._out_payload = 0, 0
+
+    def state(self) -> dict:
+        """Snapshot of all architectural state (copies).  Queue entries as in the module doc,
+        converted to dicts; ``macros`` holds each bank's :meth:`MacroModel.state`."""
+        names = ("op", "bank", "set", "row", "g", "o", "acc", "data", "seq")
+
+        def ent(e):
+            d = dict(zip(names, e[:9]))
+            d["deps"] = list(e[9])
+            return d
+        return {
+            "cycle": self.cycle,
+            "ioq": [ent(e) for e in self._ioq], "cq": [ent(e) for e in self._cq],
+            "nseq": self._nseq, "done": list(self._done),
+            "gw": list(self._gw), "gr": list(self._gr),
+            "ww": [list(r) for r in self._ww], "wr": [list(r) for r in self._wr],
+            "ow": [list(r) for r in self._ow], "orr": [list(r) for r in self._orr],
+            "macq": [list(q) for q in self._macq],
+            "iss": self._iss, "inflight": self._inflight,
+            "gbuf": list(self._gbuf), "obuf": [list(r) for r in self._obuf],
+            "out_valid": self._out_valid, "out_payload": self._out_payload,
+            "macros": [mm.state() for mm in self.macros],
+        }
+
+    def obuf_values(self, bank: int, o: int) -> list[int]:
+        """OBuf (bank, o) as signed integers."""
+        m = self.params.macro
+        return unpack_vec(self._obuf[bank][o], m.n_out, m.acc_width)
+
+    @property
+    def in_flight(self) -> int:
+        """Commands issued and not done (MACs awaiting their result)."""
+        return sum(len(q) for q in self._macq)
+
+    # --- one cycle ------------------------------------------------------------------------
+    def _ready(self, e, out_valid, out_ready):
+        """Issue condition of queue head ``e`` in this cycle (dependencies + resource)."""
+        done = self._done
+        for v, s in e[9]:
+            if v and not done[s]:
+                return False
+        if not self.params.dcs and (e[8] != self._iss or self._inflight):
+            return False
+        op = e[0]
+        if op == _MAC:
+            return bool(self.macros[e[1]].peek_req_ready(1))
+        if op == _RD_OUT:
+            return not out_valid or bool(out_ready)
+        return True
+
+    def step(self, cmd_valid: int, cmd_payload: int, out_ready: int) -> ChanOut:
+        """Outputs of this cycle for these inputs, then the clock edge ending the cycle."""
+        p = self.params
+        ioq, cq, done, macq = self._ioq, self._cq, self._done, self._macq
+        nseq = self._nseq
+        op = cmd_payload & 3
+        tq = cq if op == _MAC else ioq
+        cmd_ready = 1 if (len(tq) < self._Q and done[nseq]) else 0
+        out_valid, out_payload = self._out_valid, self._out_payload
+        idle = 1 if not ioq and not cq and not any(macq) else 0
+
+        # --- issue decisions (state at t)
+        io_h = ioq[0] if ioq and self._ready(ioq[0], out_valid, out_ready) else None
+        c_h = cq[0] if cq and self._ready(cq[0], out_valid, out_ready) else None
+
+        # --- drive the macros, collect their outputs (this cycle) and step them
+        B = p.n_banks
+        busy = err = 0
+        results = []
+        wr_b = io_h[1] if io_h is not None and io_h[0] == _WR_W else -1
+        mac_b = c_h[1] if c_h is not None else -1
+        for b in range(B):
+            wv = wp = rv = rp = 0
+            if b == wr_b:
+                wv = 1
+                wp = ((io_h[7] & self._wdmask) | (io_h[3] << self._w_row)
+                      | (io_h[2] << self._w_set))
+            if b == mac_b:
+                rv = 1
+                rp = ((self._gbuf[c_h[4]] & self._xmask) | (c_h[2] << self._r_set)
+                      | (c_h[6] << self._r_acc) | (c_h[5] << self._r_dst))
+            o = self.macros[b].step(wv, wp, rv, rp, 1)
+            if o.busy:
+                busy |= 1 << b
+            err |= o.err
+            if o.res_valid:
+                results.append((b, o.res_payload))
+        out = ChanOut(cmd_ready, out_valid, out_payload, idle, busy, err)
+
+        # --- clock edge.  I/O head
+        rd_issue = False
+        if io_h is not None:
+            ioq.popleft()
+            hop, seq = io_h[0], io_h[8]
+            if hop == _WR_INP:
+                self._gbuf[io_h[4]] = io_h[7] & self._xmask
+            elif hop == _RD_OUT:
+                b, o_ = io_h[1], io_h[5]
+                self._out_payload = (self._obuf[b][o_] | (b << self._o_bank)
+                                     | (o_ << self._o_o))
+                self._out_valid = 1
+                rd_issue = True
+            done[seq] = 1
+            if not p.dcs:
+                self._iss = (self._iss + 1) % self._W
+        if not rd_issue and out_valid and out_ready:
+            self._out_valid = 0
+        # compute head
+        if c_h is not None:
+            cq.popleft()
+            macq[c_h[1]].append(c_h[8])
+            if not p.dcs:
+                self._iss = (self._iss + 1) % self._W
+                self._inflight += 1
+        # results (macro outputs of cycle t)
+        for b, rp in results:
+            self._obuf[b][(rp >> self._res_dst_off) & self._res_dst_mask] = rp & self._ymask
+            done[macq[b].popleft()] = 1
+            if not p.dcs:
+                self._inflight -= 1
+        # enqueue (dependency table read at t: no issue/result touches it)
+        if cmd_valid and cmd_ready:
+            self._enqueue(op, cmd_payload, nseq, tq)
+        self.cycle += 1
+        return out
+
+    def _enqueue(self, op, payload, seq, tq):
+        (ob, mb), (os_, ms), (orow, mrow), (og, mg), (oo, mo), (oa, ma), (od, md) = self._cf
+        b, s, row = (payload >> ob) & mb, (payload >> os_) & ms, (payload >> orow) & mrow
+        g, o, acc, data = (payload >> og) & mg, (payload >> oo) & mo, (payload >> oa) & ma, \
+            (payload >> od) & md
+        ent = (lambda slot: slot if slot[0] else _NODEP)
+        new = (1, seq)
+        if op == _WR_INP:
+            deps = (ent(self._gr[g]), _NODEP, _NODEP)
+            self._gw[g] = new
+        elif op == _WR_W:
+            deps = (ent(self._wr[b][s]), _NODEP, _NODEP)
+            self._ww[b][s] = new
+        elif op == _MAC:
+            deps = (ent(self._gw[g]), ent(self._ww[b][s]), ent(self._orr[b][o]))
+            self._gr[g] = new
+            self._wr[b][s] = new
+            self._ow[b][o] = new
+        else:
+            deps = (ent(self._ow[b][o]), _NODEP, _NODEP)
+            self._orr[b][o] = new
+        tq.append((op, b, s, row, g, o, acc, data, seq, deps))
+        self._done[seq] = 0
+        self._nseq = (seq + 1) % self._W
+
+    # --- driver ---------------------------------------------------------------------------
+    def run(self, cmds, out_ready_p: float = 1.0, seed: int = 0, *, power_up: bool = True,
+            stall_limit: int = 20000, max_cycles: int | None = None) -> ChannelTrace:
+        """Reset (``power_up``: also weights/GBuf), then drive ``cmds`` = [(payload, gap)] under
+        the model/stimulus.py driver rules with ``out.ready = ready_at(seed, c, thr)``."""
+        if not 0.0 < out_ready_p <= 1.0:
+            raise ValueError(f"run: out_ready_p={out_ready_p!r} must be in (0, 1]")
+        thr = int(round(out_ready_p * 65536))
+        self.reset(power_up=power_up)
+        src = Source([Beat(int(pl), int(gap)) for pl, gap in cmds])
+        if max_cycles is None:
+            max_cycles = 10 ** 8
+        B = self.params.n_banks
+        busy_cycles = [0] * B
+        events, outs = [], []
+        step = self.step
+        c, last_prog, status, end = 0, 0, "ok", None
+        all_sent_before = False   # every command transferred in a cycle < c
+        while True:
+            rr = ready_at(seed, c, thr)
+            v = src.valid(c, 0)
+            o = step(v, src.payload, rr)
+            bz = o.busy
+            if bz:
+                for b in range(B):
+                    if bz >> b & 1:
+                        busy_cycles[b] += 1
+            if o.err:
+                events.append((c, "err", o.err))
+            if v and o.cmd_ready:
+                events.append((c, "cmd", src.payload))
+                src.transferred(c)
+                last_prog = c
+            if o.out_valid and rr:
+                events.append((c, "out", o.out_payload))
+                outs.append(o.out_payload)
+                last_prog = c
+            if bz:
+                last_prog = c
+            if end is None and all_sent_before and o.idle and not o.out_valid:
+                end = c + TAIL
+            if end is not None and c >= end:
+                break
+            all_sent_before = src.done
+            if c - last_prog > stall_limit:
+                status = "deadlock"
+                break
+            if c + 1 >= max_cycles:
+                status = "timeout"
+                break
+            c += 1
+        return ChannelTrace(self.params, events, c + 1, busy_cycles, outs, status, len(cmds))
+
+
+def channel_state_diff(a: dict, b: dict, *, ignore=("cycle",)) -> list[str]:
+    """Differences between two :meth:`ChannelModel.state` snapshots.  ``ignore`` names
+    top-level keys to skip; "W" in ``ignore`` also skips the macros' weight SRAM."""
+    out = []
+    for k in a:
+        if k in ignore or k == "macros":
+            continue
+        if a[k] != b.get(k):
+            out.append(f"{k}: {a[k]!r} != {b.get(k)!r}")
+    for i, (ma, mb) in enumerate(zip(a["macros"], b["macros"])):
+        if "W" in ignore:
+            ma, mb = dict(ma), dict(mb)
+            ma.pop("W"), mb.pop("W")
+        out += [f"macros[{i}].{d}" for d in macro_state_diff(ma, mb)]
+    return out
