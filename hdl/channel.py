@@ -5,7 +5,7 @@ Encodings and parameters come from :mod:`model.isa` (``ChannelParams``, ``Op``, 
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,6 +24,9 @@ def _select(m, name, index, items, width):
         for i, it in enumerate(items):
             with m.Case(i):
                 m.d.comb += out.eq(it)
+        if len(items) < 1 << len(index):
+            with m.Default():
+                m.d.comb += out.eq(0)
     return out
 
 
@@ -51,10 +54,8 @@ class _Fifo:
         self.wr = Signal(range(depth), name=f"{name}_wr")
         self.count = Signal(range(depth + 1), name=f"{name}_n")
         self.head = Signal(shape, name=f"{name}_head")
-        with m.Switch(self.rd):
-            for i, e in enumerate(self.mem):
-                with m.Case(i):
-                    m.d.comb += self.head.eq(e)
+        m.d.comb += self.head.eq(_select(m, f"{name}_rdata", self.rd, self.mem,
+                                         len(Value.cast(self.head))))
 
     def update(self, push, value, pop):
         m, d = self.m, self.depth
@@ -128,6 +129,7 @@ class PimChannel(wiring.Component):
             "err": Out(2),
         })
         self.banks: list[DimcMacro] = []     # filled by elaborate (for testbenches)
+        self.probe: dict = {}
 
     def elaborate(self, platform):
         p, mp = self.params, self.params.macro
@@ -294,6 +296,9 @@ class PimChannel(wiring.Component):
             setters += [mac.res.valid & (macq[b].head == i) for b, mac in enumerate(banks)]
             m.d.sync += done[i].eq((done[i] & ~(enq & (nseq == i))) | _or(setters))
 
+        #: internal signals for amaranth.sim testbenches (not ports)
+        self.probe = {"io_go": io_go, "io_op": ioh.op, "io_g": ioh.g, "cq_go": cq_go,
+                      "ioq_n": ioq.count, "cq_n": cq.count}
         m.d.comb += self.idle.eq((ioq.count == 0) & (cq.count == 0)
                                  & _and([q.count == 0 for q in macq]))
         return m

@@ -5,9 +5,12 @@ Usage::
     python -m hdl.export --out build/verilog [--lint] [--config key=val ...]
 
 writes ``<top>.v`` and ``<top>.ports.json`` for every top-level component in :data:`TOPS`: the
-macro (top ``dimc_macro``) and the PIM channel (top ``pim_channel``, ``ChannelParams(macro=...)``).
+macro (top ``dimc_macro``), the PIM channel (top ``pim_channel``, ``ChannelParams(macro=...)``)
+and the PIM module (top ``pim_module``, ``ModuleParams(channel=...)``).
 ``--config`` overrides :class:`model.spec.MacroParams` fields (of the macro and of every bank of
-the channel), ``--channel`` overrides :class:`model.isa.ChannelParams` fields.  With
+the channel and module), ``--channel`` overrides :class:`model.isa.ChannelParams` fields (of the
+channel and of every channel of the module), ``--module`` overrides
+:class:`model.isa.ModuleParams` fields.  With
 ``--lint`` each file is checked with ``verilator --lint-only -Wall`` plus only the committed
 waiver file ``hdl/waivers.vlt``; the exit status is non-zero if lint fails.
 """
@@ -24,19 +27,22 @@ from pathlib import Path
 from amaranth.back import verilog
 from amaranth.lib import wiring
 
-from model.isa import ChannelParams, cmd_fields, out_fields
+from model.isa import (ChannelParams, ModuleParams, cmd_fields, host_fields, mod_out_fields,
+                       out_fields)
 from model.spec import MacroParams, req_fields, res_fields, wr_fields
 
 from .channel import PimChannel
 from .macro import DimcMacro
+from .module import PimModule
 
 __all__ = ["generate", "port_map", "generate_channel", "channel_port_map", "lint",
-           "parse_config", "parse_channel", "main", "WAIVERS", "TOPS"]
+           "generate_module", "module_port_map", "parse_config", "parse_channel",
+           "parse_module", "main", "WAIVERS", "TOPS"]
 
 WAIVERS = Path(__file__).resolve().parent / "waivers.vlt"
 
 #: top-level components written by ``main``: top name -> component class
-TOPS = {"dimc_macro": DimcMacro, "pim_channel": PimChannel}
+TOPS = {"dimc_macro": DimcMacro, "pim_channel": PimChannel, "pim_module": PimModule}
 
 
 def generate(params: MacroParams, fault: str | None = None, name: str = "dimc_macro") -> str:
@@ -81,6 +87,26 @@ def channel_port_map(params: ChannelParams) -> dict:
     }
 
 
+def generate_module(params: ModuleParams, name: str = "pim_module") -> str:
+    """Verilog text of the PIM module for ``params`` (ports ``clk``, ``rst``, ``host_valid``,
+    ``host_cmd``, ``out__*``, ``err``, ``ovf``, ``err_count``, ``idle``, ``busy``)."""
+    return verilog.convert(PimModule(params), name=name, emit_src=False,
+                           strip_internal_attrs=True)
+
+
+def module_port_map(params: ModuleParams) -> dict:
+    """Ports of the module (name, direction, width, fields of ``host_cmd`` and ``out__payload``
+    from model.isa) and params."""
+    dut = PimModule(params)
+    return {
+        "params": dataclasses.asdict(params),
+        "acc_width": params.channel.macro.acc_width,
+        "n_pages": params.n_pages,
+        "tag": params.tag,
+        "ports": _ports(dut, {"host_cmd": host_fields(params), "out": mod_out_fields(params)}),
+    }
+
+
 def _ports(dut, fields) -> list:
     dut._MustUse__silence = True  # only its signature is inspected, it is never elaborated
     ports = [
@@ -92,7 +118,7 @@ def _ports(dut, fields) -> list:
         entry = {"name": pname,
                  "direction": "in" if member.flow == wiring.In else "out",
                  "width": len(value.as_value()) if hasattr(value, "as_value") else len(value)}
-        if path[-1] == "payload":
+        if path[-1] == "payload" or (len(path) == 1 and path[0] in fields):
             entry["fields"] = [{"name": f.name, "offset": f.offset, "width": f.width}
                                for f in fields[path[0]].values()]
         ports.append(entry)
@@ -133,6 +159,20 @@ def parse_channel(items, macro: MacroParams) -> ChannelParams:
     return ChannelParams(macro=macro, **kw)
 
 
+def parse_module(items, channel: ChannelParams) -> ModuleParams:
+    """``["n_ch=2", "n_vpages=8"]`` -> ModuleParams(channel=channel, ...) (ValueError on bad
+    keys)."""
+    names = {f.name for f in dataclasses.fields(ModuleParams)} - {"channel"}
+    kw = {}
+    for item in items or ():
+        key, sep, val = item.partition("=")
+        key = key.strip()
+        if not sep or key not in names:
+            raise ValueError(f"--module {item!r}: expected key=int with key in {sorted(names)}")
+        kw[key] = int(val, 0)
+    return ModuleParams(channel=channel, **kw)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hdl.export", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="build/verilog", help="output directory")
@@ -141,10 +181,13 @@ def main(argv=None) -> int:
                     help="MacroParams overrides, e.g. n_in=16 w_bits=4")
     ap.add_argument("--channel", nargs="*", default=[], metavar="KEY=VAL",
                     help="ChannelParams overrides, e.g. n_banks=2 q_depth=4 dcs=0")
+    ap.add_argument("--module", nargs="*", default=[], metavar="KEY=VAL",
+                    help="ModuleParams overrides, e.g. n_ch=2 n_vpages=8 fifo_depth=4")
     args = ap.parse_args(argv)
     try:
         params = parse_config(args.config)
         cparams = parse_channel(args.channel, params)
+        mparams = parse_module(args.module, cparams)
     except ValueError as e:
         ap.error(str(e))
     export = {
@@ -152,6 +195,8 @@ def main(argv=None) -> int:
                        params.tag),
         "pim_channel": (lambda top: generate_channel(cparams, name=top),
                         lambda: channel_port_map(cparams), cparams.tag),
+        "pim_module": (lambda top: generate_module(mparams, name=top),
+                       lambda: module_port_map(mparams), mparams.tag),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,18 @@ class ChannelTrace:
 
 
 class ChannelModel:
-    """Cycle-exact model of one PIM channel (ports and behaviour as in docs/channel.md)."""
+    """Cycle-exact model of one PIM channel (ports and behaviour as in docs/channel.md).
+
+    Dependencies only ever name pending commands (ids are reused mod W):
+
+    * at enqueue a table slot is recorded only if it is valid and ``done[slot.seq] = 0`` at t
+      (a done producer needs no wait; this also drops a stale slot whose id is free);
+    * at every edge, a queued entry's dependency whose ``done[dep_seq] = 1`` at t is cleared
+      (``dep_valid <= 0``), so an id reused later cannot be mistaken for it.
+
+    With both, every recorded dependency names a pending command older than the entry, so the
+    oldest pending command is never blocked by a dependency: no deadlock.
+    """
 
     def __init__(self, params: ChannelParams):
         if not isinstance(params, ChannelParams):
@@ -121,7 +132,7 @@ class ChannelModel:
 
         def ent(e):
             d = dict(zip(names, e[:9]))
-            d["deps"] = list(e[9])
+            d["deps"] = [tuple(x) for x in e[9]]
             return d
         return {
             "cycle": self.cycle,
@@ -202,7 +213,14 @@ class ChannelModel:
                 results.append((b, o.res_payload))
         out = ChanOut(cmd_ready, out_valid, out_payload, idle, busy, err)
 
-        # --- clock edge.  I/O head
+        # --- clock edge.  Dependencies satisfied at t are dropped from queued entries
+        # (uses done as at t, so before any update below)
+        for q in (ioq, cq):
+            for e in q:
+                for d in e[9]:
+                    if d[0] and done[d[1]]:
+                        d[0] = 0
+        # I/O head
         rd_issue = False
         if io_h is not None:
             ioq.popleft()
@@ -244,13 +262,15 @@ class ChannelModel:
         b, s, row = (payload >> ob) & mb, (payload >> os_) & ms, (payload >> orow) & mrow
         g, o, acc, data = (payload >> og) & mg, (payload >> oo) & mo, (payload >> oa) & ma, \
             (payload >> od) & md
-        ent = (lambda slot: slot if slot[0] else _NODEP)
+        done = self._done
+        def ent(slot):            # only slots whose command is still pending (done at t)
+            return [1, slot[1]] if slot[0] and not done[slot[1]] else [0, 0]
         new = (1, seq)
         if op == _WR_INP:
-            deps = (ent(self._gr[g]), _NODEP, _NODEP)
+            deps = (ent(self._gr[g]), [0, 0], [0, 0])
             self._gw[g] = new
         elif op == _WR_W:
-            deps = (ent(self._wr[b][s]), _NODEP, _NODEP)
+            deps = (ent(self._wr[b][s]), [0, 0], [0, 0])
             self._ww[b][s] = new
         elif op == _MAC:
             deps = (ent(self._gw[g]), ent(self._ww[b][s]), ent(self._orr[b][o]))
@@ -258,7 +278,7 @@ class ChannelModel:
             self._wr[b][s] = new
             self._ow[b][o] = new
         else:
-            deps = (ent(self._ow[b][o]), _NODEP, _NODEP)
+            deps = (ent(self._ow[b][o]), [0, 0], [0, 0])
             self._orr[b][o] = new
         tq.append((op, b, s, row, g, o, acc, data, seq, deps))
         self._done[seq] = 0
@@ -266,9 +286,11 @@ class ChannelModel:
 
     # --- driver ---------------------------------------------------------------------------
     def run(self, cmds, out_ready_p: float = 1.0, seed: int = 0, *, power_up: bool = True,
-            stall_limit: int = 20000, max_cycles: int | None = None) -> ChannelTrace:
+            stall_limit: int = 20000, max_cycles: int | None = None,
+            probe=None) -> ChannelTrace:
         """Reset (``power_up``: also weights/GBuf), then drive ``cmds`` = [(payload, gap)] under
-        the model/stimulus.py driver rules with ``out.ready = ready_at(seed, c, thr)``."""
+        the model/stimulus.py driver rules with ``out.ready = ready_at(seed, c, thr)``.
+        ``probe(model, cycle, outputs)``, if given, is called after every step (tests)."""
         if not 0.0 < out_ready_p <= 1.0:
             raise ValueError(f"run: out_ready_p={out_ready_p!r} must be in (0, 1]")
         thr = int(round(out_ready_p * 65536))
@@ -286,6 +308,8 @@ class ChannelModel:
             rr = ready_at(seed, c, thr)
             v = src.valid(c, 0)
             o = step(v, src.payload, rr)
+            if probe is not None:
+                probe(self, c, o)
             bz = o.busy
             if bz:
                 for b in range(B):

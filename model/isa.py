@@ -59,8 +59,9 @@ class ChannelParams:
 
     @property
     def window(self) -> int:
-        """Sequence-number window W (a power of two): ids of queued/in-flight commands are
-        ``seq mod W``; W exceeds every command that can be queued or in flight at once."""
+        """Sequence-number window W (a power of two): ids are ``seq mod W``.  W exceeds every
+        command that can be queued or in flight at once; reuse of an id is safe because
+        dependencies only ever name pending commands (docs/channel.md)."""
         bound = 2 * self.q_depth + self.n_banks * (self.macro.tree_stages + 4) + 2
         return 1 << math.ceil(math.log2(bound))
 

@@ -104,22 +104,19 @@ def _schedule(bld: _Builder, loads: dict, groups: list, ratio: int | None = None
     RD_OUTs of a group are emitted after the next group's MACs (one group late).
     """
     slots = sorted(loads)
-    loaded = set()
-    pending = []            # loads waiting to be interleaved
+    loaded = set()          # slots whose loads are all emitted
+    pending, pslot = [], None   # loads of slot ``pslot`` still to interleave
 
-    def flush(slot):
-        nonlocal pending
-        if slot in loaded:
-            return
-        # everything pending first (it belongs to earlier or this slot)
-        for ld in pending:
-            bld.wr_w(*ld)
-        pending = []
-        for s in slots:
-            if s <= slot and s not in loaded:
-                for ld in loads[s]:
-                    bld.wr_w(*ld)
-                loaded.add(s)
+    def emit_slot(slot):
+        nonlocal pending, pslot
+        if slot == pslot:
+            for ld in pending:
+                bld.wr_w(*ld)
+            pending, pslot = [], None
+        elif slot not in loaded:
+            for ld in loads[slot]:
+                bld.wr_w(*ld)
+        loaded.add(slot)
 
     def n_cmds_of_slot(slot):
         n = 0
@@ -130,27 +127,29 @@ def _schedule(bld: _Builder, loads: dict, groups: list, ratio: int | None = None
                 n += len(gr["pre"]) + len(gr["macs"]) + len(gr["reads"])
         return max(1, n)
 
-    late_reads = []
+    late_reads, r = [], 0
     for gr in groups:
         s = gr["slot"]
         if s is not None and s not in loaded:
-            flush(s)
+            for t in slots:             # this slot and any earlier one not yet loaded
+                if t <= s and t not in loaded:
+                    emit_slot(t)
+            if pslot is not None:       # an unrelated slot still pending: finish it
+                emit_slot(pslot)
             nxt = [t for t in slots if t > s and t not in loaded]
             if nxt:
-                pending = list(loads[nxt[0]])
-                loaded.add(nxt[0])
+                pending, pslot = list(loads[nxt[0]]), nxt[0]
                 r = ratio or math.ceil(len(pending) / n_cmds_of_slot(s))
-            else:
-                r = 0
-        else:
-            r = ratio or (1 if pending else 0)
         for op, f in gr["pre"] + gr["macs"] + late_reads:
             bld.emit(op, **f)
             for _ in range(min(r, len(pending))):
                 bld.wr_w(*pending.pop(0))
         late_reads = gr["reads"]
-    for ld in pending:
-        bld.wr_w(*ld)
+    if pslot is not None:
+        emit_slot(pslot)
+    for t in slots:
+        if t not in loaded:
+            emit_slot(t)
     for op, f in late_reads:
         bld.emit(op, **f)
 
@@ -253,17 +252,19 @@ def gemv_program(p: ChannelParams, Wq, x, *, gap: int = 0, ratio: int | None = N
     return _finish(bld, p, Y[0] if single else Y, f"gemv N={N} K={K} T={T}", assemble)
 
 
-def qk_stream_program(p: ChannelParams, K, q, *, gap: int = 0,
-                      ratio: int | None = None) -> Program:
+def qk_stream_program(p: ChannelParams, K, q, *, gap: int = 0, ratio: int | None = None,
+                      batch: int | None = None) -> Program:
     """Decode attention scores ``K @ q`` as a MAC stream; ``q`` [head_dim] or [n_q, head_dim]
     (several query heads of a GQA group, or decode steps: the stream gets n_q times longer).
 
     Keys are stationary weights: key block kb (keys kb*n_out ..) lives on bank kb % n_banks,
     its k-tiles (head_dim split in n_in rows) in consecutive sets (slot = (kb // n_banks) *
-    k_tiles + kt).  Per query: each k-tile of q is written once into the GBuf (round-robin),
-    then MACs over every (slot, bank) with accumulation over k-tiles into OBuf entry
-    ``(qi * blocks_per_bank + kb // n_banks) % n_acc``, banks innermost; one RD_OUT per key
-    block.  Expected = K @ q (int64, [n_keys] or [n_q, n_keys]).
+    k_tiles + kt).  Queries go in batches of ``batch`` (default: a first batch of
+    n_acc // (2 * blocks per bank) queries, so that it computes on set slot s while slot s+1
+    is loaded, then one query per batch, which keeps RD_OUTs fine-grained); per batch, for each set slot, each query: its k-tile is written into the GBuf
+    (round-robin; not rewritten while still resident), then one MAC per bank (banks
+    innermost), accumulating over k-tiles into one OBuf entry per (query, block); one RD_OUT
+    per key block and query.  Expected = K @ q (int64, [n_keys] or [n_q, n_keys]).
     """
     m = p.macro
     K = np.asarray(K, dtype=np.int64)
@@ -293,31 +294,40 @@ def qk_stream_program(p: ChannelParams, K, q, *, gap: int = 0,
             loads.setdefault(slot, [])
             for r, v in _tile_rows(K, kb * m.n_out, kt * m.n_in, m):
                 loads[slot].append((b, slot, r, v))
-    groups, gnext, order = [], 0, []
-    for qi in range(n_q):
-        gs = []
-        pre = []
-        for kt in range(kt_n):
-            g = gnext % p.n_gbuf
-            gnext += 1
-            gs.append(g)
-            xt = np.zeros(m.n_in, dtype=np.int64)
-            seg = Qm[qi, kt * m.n_in:(kt + 1) * m.n_in]
-            xt[:seg.size] = seg
-            pre.append((Op.WR_INP, dict(g=g, data=pack_vec(xt, m.x_bits))))
+    # queries in batches whose OBuf entries fit in half the result file (the other half is
+    # being read out); per batch: key-block slot, k-tile, query, bank (innermost), so the
+    # first batch computes on slot s while the next slot is loaded
+    first = max(1, min(n_q, m.n_acc // (2 * bpb))) if batch is None else batch
+    if first * bpb > m.n_acc:
+        raise ValueError(f"qk_stream_program: batch={first} x {bpb} blocks > n_acc={m.n_acc}")
+    starts = [0] + list(range(first, n_q, 1 if batch is None else batch))
+    groups, order, resident, gnext, ebase = [], [], {}, 0, 0
+    for i, q0 in enumerate(starts):
+        qs = range(q0, starts[i + 1] if i + 1 < len(starts) else n_q)
         for bl in range(bpb):
             blocks = [kb for kb in range(bl * p.n_banks, min(kb_n, (bl + 1) * p.n_banks))]
-            o = (qi * bpb + bl) % m.n_acc
             for kt in range(kt_n):
                 slot = bl * kt_n + kt
-                macs = [(Op.MAC, dict(bank=kb % p.n_banks, set=slot, g=gs[kt], o=o,
-                                      acc=int(kt > 0))) for kb in blocks]
-                reads = []
-                if kt == kt_n - 1:
-                    reads = [(Op.RD_OUT, dict(bank=kb % p.n_banks, o=o)) for kb in blocks]
-                    order += [(qi, kb) for kb in blocks]
-                groups.append(dict(slot=slot, pre=pre, macs=macs, reads=reads))
-                pre = []
+                cmds, reads = [], []
+                for qi in qs:
+                    o = (ebase + (qi - q0) * bpb + bl) % m.n_acc
+                    g = resident.get((qi, kt))
+                    if g is None:           # write q's k-tile into the next GBuf entry
+                        g = gnext % p.n_gbuf
+                        gnext += 1
+                        resident = {k: v for k, v in resident.items() if v != g}
+                        resident[(qi, kt)] = g
+                        xt = np.zeros(m.n_in, dtype=np.int64)
+                        seg = Qm[qi, kt * m.n_in:(kt + 1) * m.n_in]
+                        xt[:seg.size] = seg
+                        cmds.append((Op.WR_INP, dict(g=g, data=pack_vec(xt, m.x_bits))))
+                    cmds += [(Op.MAC, dict(bank=kb % p.n_banks, set=slot, g=g, o=o,
+                                           acc=int(kt > 0))) for kb in blocks]
+                    if kt == kt_n - 1:
+                        reads += [(Op.RD_OUT, dict(bank=kb % p.n_banks, o=o)) for kb in blocks]
+                        order += [(qi, kb) for kb in blocks]
+                groups.append(dict(slot=slot, pre=[], macs=cmds, reads=reads))
+        ebase += len(qs) * bpb
     _schedule(bld, loads, groups, ratio)
     S = Qm @ K.T
 

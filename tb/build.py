@@ -193,12 +193,13 @@ def run_channel_lockstep(params, cmds: list[tuple[int, int]], *, out_ready_p: fl
 
 
 def run_module_lockstep(params, cmds: list[tuple[int, int]], *, out_ready_p: float = 1.0,
-                        seed: int = 0, waves: bool | None = None,
+                        seed: int = 0, reset_at: int = -1, waves: bool | None = None,
                         max_cycles: int = 10_000_000, label: str = "mod") -> dict:
     """Run host commands ``cmds`` [(host_cmd, gap)] through the Verilated PimModule and
     ModuleModel in lockstep (``tb/mod_lockstep.py``).  Returns ``ok``, ``mismatch``,
-    ``cycles``, ``outputs``, ``errors`` [(cycle, code)], ``busy_cycles`` per bank, speed."""
-    job = {"params": params, "cmds": list(cmds), "seed": seed,
+    ``cycles``, ``outputs``, ``errors`` [(cycle, code)], ``busy_cycles`` per bank, speed.
+    ``reset_at``: raise ``rst`` in that cycle (DUT and model), to test mid-stream recovery."""
+    job = {"params": params, "cmds": list(cmds), "seed": seed, "reset_at": reset_at,
            "ready_threshold": ready_threshold(out_ready_p), "max_cycles": max_cycles}
     return run_job(Target("module", params), job, seed=seed, waves=waves, label=label)
 

@@ -4,8 +4,8 @@ Same method as ``tb/lockstep.py`` (one wake per cycle on the falling edge, outpu
 the wrapper, the wide ``out`` payload compared whenever either side changes).  The command
 stream follows the driver rules of ``model/stimulus.py`` (a beat is offered from
 ``t_free + gap`` until it transfers); ``out.ready`` is the seeded ``ready_at`` pattern.  The
-run ends TAIL cycles after every command has transferred, the channel is idle and its output
-register is empty.
+run ends TAIL cycles after the first cycle in which every command has transferred (in an
+earlier cycle), the channel is idle and its output register is empty (as ``ChannelModel.run``).
 """
 from __future__ import annotations
 
@@ -83,6 +83,8 @@ async def chan_lockstep(dut):
                 mismatch = dict(cycle=c, signal="out.payload", expected=hex(model_out),
                                 actual=hex(dut_out))
                 break
+        if end_cycle is None and idx == len(cmds) and o.idle and not o.out_valid:
+            end_cycle = c + TAIL     # same end rule as the model's run()
         b = o.busy
         for i in range(p.n_banks):
             busy_cycles[i] += (b >> i) & 1
@@ -91,8 +93,7 @@ async def chan_lockstep(dut):
             t_free = c + 1
         if o.out_valid and rr:
             outs.append(o.out_payload)
-        if end_cycle is None and idx == len(cmds) and o.idle and not (o.out_valid and not rr):
-            end_cycle = c + TAIL
+
         if end_cycle is not None and c >= end_cycle:
             break
         c += 1

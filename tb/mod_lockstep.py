@@ -3,8 +3,10 @@
 Same method as ``tb/lockstep.py``.  Host commands have no ready: command i is pushed in cycle
 ``t_{i-1} + 1 + gap_i`` (the first in cycle ``gap_0``), whether or not the FIFO has room (a
 push into a full FIFO is the QUEUE_FULL case).  ``out.ready`` is the seeded ``ready_at``
-pattern.  The run ends TAIL cycles after the last push once the module is idle and its output
-register is empty or being drained.
+pattern.  The run ends TAIL cycles after the first cycle in which every command has been pushed
+(in an earlier cycle), the module is idle and its output register is empty (as
+``ModuleModel.run``).  ``job["reset_at"]`` (optional) raises ``rst`` during that
+cycle in the DUT and resets the model after stepping it (mid-stream reset recovery).
 """
 from __future__ import annotations
 
@@ -64,11 +66,15 @@ async def mod_lockstep(dut):
     ctl_h.value = ctl
     cmd_h.value = pay
     model_out = 0
+    reset_at = job.get("reset_at", -1)
     t0 = time.perf_counter()
     while True:
         await edge
         obs = read(h_obs, obs_w)
         o = model.step(hv, pay, rr)
+        if c == reset_at:
+            model.reset()
+            dut.rst.value = 0
         vals = {"out.valid": o.out_valid, "err": o.err, "ovf": o.ovf, "idle": o.idle,
                 "err_count": o.err_count, "busy": o.busy}
         exp = 0
@@ -92,6 +98,8 @@ async def mod_lockstep(dut):
             errors.append((c, o.err))
         if o.ovf:
             errors.append((c, 6))
+        if end_cycle is None and idx == len(cmds) and o.idle and not o.out_valid:
+            end_cycle = c + TAIL     # same end rule as the model's run()
         b = o.busy
         for i in range(len(busy_cycles)):
             busy_cycles[i] += (b >> i) & 1
@@ -99,8 +107,7 @@ async def mod_lockstep(dut):
             idx += 1
         if o.out_valid and rr:
             outs.append(o.out_payload)
-        if end_cycle is None and idx == len(cmds) and o.idle and not (o.out_valid and not rr):
-            end_cycle = c + TAIL
+
         if end_cycle is not None and c >= end_cycle:
             break
         c += 1
@@ -115,6 +122,8 @@ async def mod_lockstep(dut):
             pay = cmds[idx][0]
             cmd_h.value = pay
         rr = ready[c % chunk]
+        if c == reset_at:
+            dut.rst.value = 1
         nctl = (hv << b_valid) | (rr << b_ready)
         if nctl != ctl:
             ctl = nctl

@@ -41,10 +41,14 @@ class LockstepProbe(wiring.Component):
                      for i, p in enumerate(spec.wide_in)]
         out = Signal.like(self.obs_out)
         m.d.comb += out.eq(_port(dut, spec.wide_out))
+        # the samples are not reset: the cycle in which rst is high is sampled like any other
+        obs = Signal.like(self.obs, reset_less=True)
+        obs_out = Signal.like(self.obs_out, reset_less=True)
         m.d.sync += [
-            self.obs.eq(Cat(*(_port(dut, n) for n, _ in spec.obs), out != self.obs_out)),
-            self.obs_out.eq(out),
+            obs.eq(Cat(*(_port(dut, n) for n, _ in spec.obs), out != obs_out)),
+            obs_out.eq(out),
         ]
+        m.d.comb += [self.obs.eq(obs), self.obs_out.eq(obs_out)]
         return m
 
 

@@ -69,3 +69,104 @@ def random_stimulus(p: MacroParams, seed: int, n_req: int = 64, n_wr: int | None
         req_sorted.append(Beat(b.payload, b.gap, last))
     return Stimulus(p, wr_sorted, req_sorted, ready_p=ready_p, seed=seed,
                     note=f"random n_req={n_req} ready_p={ready_p}")
+
+
+def random_channel_cmds(p, seed: int, n: int, gap_p: float = 0.2, max_gap: int = 3):
+    """Random well-formed channel commands [(payload, gap)] (model/isa.py): weight rows,
+    input tiles, MACs (accumulating or not) and reads on random banks/entries, so that real
+    dependencies between GBuf/OBuf entries and weight sets occur often."""
+    from model.isa import Op, encode
+    rng = np.random.default_rng(seed)
+    m = p.macro
+    wlo, whi = m.w_range
+    xlo, xhi = m.x_range
+    ops = [Op.WR_INP, Op.WR_W, Op.MAC, Op.MAC, Op.RD_OUT]
+    cmds = []
+    for _ in range(n):
+        op = ops[int(rng.integers(0, len(ops)))]
+        f = {}
+        if op == Op.WR_INP:
+            f = dict(g=int(rng.integers(0, p.n_gbuf)),
+                     data=pack_vec(_operands(rng, xlo, xhi, m.n_in), m.x_bits))
+        elif op == Op.WR_W:
+            f = dict(bank=int(rng.integers(0, p.n_banks)), set=int(rng.integers(0, m.n_sets)),
+                     row=int(rng.integers(0, m.n_in)),
+                     data=pack_vec(_operands(rng, wlo, whi, m.n_out), m.w_bits))
+        elif op == Op.MAC:
+            f = dict(bank=int(rng.integers(0, p.n_banks)), set=int(rng.integers(0, m.n_sets)),
+                     g=int(rng.integers(0, p.n_gbuf)), o=int(rng.integers(0, m.n_acc)),
+                     acc=int(rng.random() < 0.5))
+        else:
+            f = dict(bank=int(rng.integers(0, p.n_banks)), o=int(rng.integers(0, m.n_acc)))
+        gap = int(rng.integers(1, max_gap + 1)) if rng.random() < gap_p else 0
+        cmds.append((encode(p, op, **f), gap))
+    return cmds
+
+
+def random_host_cmds(p, seed: int, n: int, bad_p: float = 0.15, burst_p: float = 0.3,
+                     max_gap: int = 12):
+    """Random host commands [(host_cmd, gap)] for a PimModule (docs/module.md), valid and
+    malformed mixed: out-of-range fields, bad opcodes, unmapped / foreign / double-mapped pages,
+    loops (also with malformed bodies), barriers, and bursts that overflow the FIFO."""
+    from model.isa import HostOp, host_encode
+    rng = np.random.default_rng(seed)
+    ch, m = p.channel, p.channel.macro
+    wlo, whi = m.w_range
+    xlo, xhi = m.x_range
+
+    def r(hi, bad_hi=None):
+        """In range 0..hi-1, or (with probability bad_p) up to bad_hi-1."""
+        if bad_hi is not None and rng.random() < bad_p:
+            return int(rng.integers(0, bad_hi))
+        return int(rng.integers(0, hi))
+
+    def chmask():
+        if rng.random() < bad_p:
+            return int(rng.integers(0, 256))
+        return int(rng.integers(1, 1 << p.n_ch))
+
+    def channel_cmd():
+        op = [HostOp.WR_INP, HostOp.WR_W, HostOp.MAC, HostOp.MAC, HostOp.RD_OUT][
+            int(rng.integers(0, 5))]
+        f = dict(chmask=chmask(), rid=r(p.n_req, 16), vp=r(min(8, p.n_vpages), 256))
+        if op == HostOp.WR_INP:
+            f.update(g=r(ch.n_gbuf, 64), data=pack_vec(_operands(rng, xlo, xhi, m.n_in), m.x_bits))
+        elif op == HostOp.WR_W:
+            f.update(row=r(m.n_in, 1024), data=pack_vec(_operands(rng, wlo, whi, m.n_out), m.w_bits))
+        elif op == HostOp.MAC:
+            f.update(g=r(ch.n_gbuf, 64), o=r(m.n_acc, 256), acc=int(rng.random() < 0.5))
+        else:
+            f.update(o=r(m.n_acc, 256))
+        return host_encode(p, op, **f)
+
+    def gap():
+        return 0 if rng.random() < burst_p else int(rng.integers(1, max_gap + 1))
+
+    cmds = []
+    while len(cmds) < n:
+        k = rng.random()
+        if k < 0.1:
+            cmds.append((host_encode(p, HostOp.MAP, vp=r(min(8, p.n_vpages), 256),
+                                     pp=r(p.n_pages, 256), rid=r(p.n_req, 16)), gap()))
+        elif k < 0.14:
+            cmds.append((host_encode(p, HostOp.UNMAP, vp=r(min(8, p.n_vpages), 256),
+                                     rid=r(p.n_req, 16)), gap()))
+        elif k < 0.18:
+            cmds.append((host_encode(p, HostOp.SET_TOK, rid=r(p.n_req, 16),
+                                     count=int(rng.integers(0, 40))), gap()))
+        elif k < 0.22:
+            body = int(rng.integers(1, p.loop_len + 1))
+            if rng.random() < bad_p:
+                body = int(rng.integers(0, 32))
+            cmds.append((host_encode(p, HostOp.LOOP, rid=r(p.n_req, 16), n=body,
+                                     per=int(rng.integers(0, 4)), vps=int(rng.integers(0, 3)),
+                                     os=int(rng.integers(0, 2))), gap()))
+        elif k < 0.24:
+            cmds.append((host_encode(p, HostOp.BARRIER), gap()))
+        elif k < 0.26:
+            cmds.append((host_encode(p, int(rng.integers(10, 16))), gap()))
+        else:
+            cmds.append((channel_cmd(), gap()))
+    # NOPs at the end complete any loop body still being captured (else the module waits)
+    cmds = cmds[:max(0, n - p.loop_len)]
+    return cmds + [(host_encode(p, HostOp.NOP), max_gap)] * (n - len(cmds))

@@ -1,0 +1,351 @@
+"""PIM module (hub): host FIFO, dispatcher, DPA page table, loops over ``n_ch`` channels.
+
+Cycle-exact implementation of ``docs/module.md``; encodings from :mod:`model.isa`
+(``ModuleParams``, ``HostOp``, ``ModErr``, ``host_fields``, ``mod_out_fields``); every channel is
+one :class:`hdl.channel.PimChannel` (``docs/channel.md``).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from model.isa import (HOST_CHANNEL_OPS, HostOp, ModErr, ModuleParams, host_fields,
+                       mod_out_fields)
+
+from .channel import PimChannel
+from .layouts import struct_layout
+
+__all__ = ["PimModule"]
+
+# loop modes
+_NONE, _CAPTURE, _REPLAY = 0, 1, 2
+
+
+def _bits(n: int) -> int:
+    """Bits of an index into ``n`` entries (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+def _select(m, name, index, items, shape):
+    """``items[index]`` as one case statement (0 for an index past the end)."""
+    out = Signal(shape, name=name)
+    with m.Switch(index):
+        for i, it in enumerate(items):
+            with m.Case(i):
+                m.d.comb += out.eq(it)
+        if len(items) < 2 ** len(index):
+            with m.Default():                 # explicit (else Verilator CASEINCOMPLETE)
+                m.d.comb += out.eq(0)
+    return out
+
+
+def _write(m, index, items, value):
+    """At the clock edge: ``items[index] <= value`` (one ``If`` per entry, no write past the
+    end; a ``Switch`` here becomes per-register ``case`` without default, CASEINCOMPLETE)."""
+    for i, it in enumerate(items):
+        with m.If(index == i):
+            m.d.sync += it.eq(value)
+
+
+def _any(vals):
+    acc = Const(0, 1)
+    for v in vals:
+        acc = acc | v
+    return acc
+
+
+def _all(vals):
+    acc = Const(1, 1)
+    for v in vals:
+        acc = acc & v
+    return acc
+
+
+class PimModule(wiring.Component):
+    """PIM module: C ``PimChannel``s behind one dispatcher with a page table and loops.
+
+    Cycle-exact implementation of ``docs/module.md`` (read it for the full contract).
+    Symbols: C = ``n_ch``, V = ``n_vpages``, R = ``n_req``, F = ``fifo_depth``,
+    L = ``loop_len``, S = macro ``n_sets``, NP = ``n_pages`` = n_banks x S.
+
+    Ports (clock ``clk``, synchronous reset ``rst``)
+    -----
+    host_valid : In(1), host_cmd : In(width of ``host_fields``)
+        Push into the host FIFO (F registers).  No ready: a push while the FIFO holds F commands
+        at t is dropped (``ovf`` = 1 the next cycle); else appended at the edge.
+    out : Out(stream.Signature(struct_layout(mod_out_fields)))
+        ``y``, ``bank``, ``o``, ``chan`` (3 bits): RD_OUT results of all channels, one output
+        register loaded (when ``~out.valid | out.ready``) from the lowest-numbered channel with
+        ``out.valid`` (only that channel sees ``out.ready`` = 1).
+    err : Out(3)
+        ``ModErr`` of the command rejected in the previous cycle, else 0.
+    ovf : Out(1)
+        A push was dropped in the previous cycle (QUEUE_FULL).
+    err_count : Out(16)
+        Rejected commands + dropped pushes since reset, saturating at 2**16 - 1.
+    idle : Out(1)
+        FIFO empty & loop mode NONE & every channel ``idle`` (combinational).
+    busy : Out(C * n_banks)
+        Bit ``c*n_banks + b`` = channel c's ``busy[b]``.
+
+    Rules (one cycle t, decisions from the registers at t and the inputs at t)
+    -----
+    * At most one command consumed per cycle: mode NONE the FIFO head; CAPTURE copies the head
+      to ``lbuf[cap]`` (no execution), at ``cap == n`` -> REPLAY (idx = iter = 0, offsets 0) or
+      NONE if ``trip == 0``; REPLAY executes ``lbuf[idx]`` with ``vp + vp_off``, ``o + o_off``
+      (full-width sums, 24-bit offsets), at ``idx == n``: idx = 0, iter += 1, offsets += vps/os,
+      at ``iter == trip``: NONE.  ``trip = (tok[rid] + 2**per - 1) >> per`` (17 bits).
+    * Checks in order, the first failing rejects (``err <= code``, consumed, no effect):
+      BAD_OPCODE (op >= 10); BAD_FIELD (chmask 0 or >= 2**C, g >= n_gbuf, row >= n_in,
+      o >= n_acc, vp >= V, rid >= R, pp >= NP, LOOP n == 0 or n > L, non-channel op other than
+      NOP in REPLAY); UNMAPPED; NOT_OWNER; ALREADY_MAPPED (vp valid or pp mapped by any valid
+      entry).
+    * Channel ops: ``bank = pp >> log2(S)``, ``set = pp & (S-1)`` of ``pt[vp]``; ``cmd.valid``
+      to every masked channel only in a cycle in which all of them have ``cmd.ready``; then
+      consumed.  BARRIER is consumed only in a cycle in which every channel is ``idle``.
+    """
+
+    def __init__(self, params: ModuleParams):
+        if not isinstance(params, ModuleParams):
+            raise TypeError(f"PimModule: params must be ModuleParams, not {params!r}")
+        self.params = params
+        self.host_layout = struct_layout(host_fields(params))
+        self.out_layout = struct_layout(mod_out_fields(params))
+        cp = params.channel
+        super().__init__({
+            "host_valid": In(1),
+            "host_cmd": In(self.host_layout.size),
+            "out": Out(stream.Signature(self.out_layout)),
+            "err": Out(3),
+            "ovf": Out(1),
+            "err_count": Out(16),
+            "idle": Out(1),
+            "busy": Out(params.n_ch * cp.n_banks),
+        })
+        self.channels: list[PimChannel] = []     # filled by elaborate (for testbenches)
+        self.fifo_level = None                   # FIFO occupancy signal, set by elaborate
+
+    def elaborate(self, platform):
+        p = self.params
+        cp, mp = p.channel, p.channel.macro
+        C, V, R, F, L, NP, S = (p.n_ch, p.n_vpages, p.n_req, p.fifo_depth, p.loop_len,
+                                p.n_pages, mp.n_sets)
+        HL = self.host_layout
+        m = Module()
+
+        chans = [PimChannel(cp) for _ in range(C)]
+        for c, ch in enumerate(chans):
+            m.submodules[f"ch{c}"] = ch
+        self.channels = chans
+        m.d.comb += self.busy.eq(Cat(*(ch.busy for ch in chans)))
+        ch_idle = _all([ch.idle for ch in chans])
+
+        # ---------------- state ----------------
+        fifo = [Signal(HL, name=f"fifo{i}", reset_less=True) for i in range(F)]
+        f_rd = Signal(range(F))
+        f_wr = Signal(range(F))
+        f_n = Signal(range(F + 1))
+        self.fifo_level = f_n
+
+        PPB = _bits(NP)
+        pte = data.StructLayout({"valid": 1, "rid": _bits(R), "pp": PPB})
+        pt = [Signal(pte, name=f"pt{v}") for v in range(V)]
+        tok = [Signal(16, name=f"tok{r}") for r in range(R)]
+
+        mode = Signal(2)
+        n_lat = Signal(5)
+        trip = Signal(17)
+        vps = Signal(8)
+        os_ = Signal(8, name="os")
+        cap = Signal(range(L + 1))
+        idx = Signal(range(L))
+        itr = Signal(17, name="iter")
+        vp_off = Signal(24)
+        o_off = Signal(24)
+        lbuf = [Signal(HL, name=f"lbuf{i}", reset_less=True) for i in range(L)]
+
+        # ---------------- command under the dispatcher ----------------
+        f_head = _select(m, "fifo_head", f_rd, fifo, HL)
+        l_cur = _select(m, "lbuf_cur", idx, lbuf, HL)
+        none, capture, replay = mode == _NONE, mode == _CAPTURE, mode == _REPLAY
+        f_nonempty = f_n != 0
+        h = Signal(HL, name="h")
+        have = Signal()              # a command is to be executed in this cycle
+        m.d.comb += [
+            h.eq(Mux(replay, l_cur, f_head)),
+            have.eq((none & f_nonempty) | replay),
+        ]
+        vp_e = Signal(25)
+        o_e = Signal(25)
+        m.d.comb += [
+            vp_e.eq(h.vp + Mux(replay, vp_off, 0)),
+            o_e.eq(h.o + Mux(replay, o_off, 0)),
+        ]
+        op = h.op
+
+        def op_in(*ops):
+            return _any([op == int(o) for o in ops])
+
+        ch_op = op_in(*HOST_CHANNEL_OPS)
+        pe = _select(m, "pte", vp_e[:_bits(V)], pt, pte)
+
+        bad_opcode = op >= len(HostOp)
+        bad_field = _any([
+            ch_op & ((h.chmask == 0) | (h.chmask >= (1 << C))),
+            op_in(HostOp.WR_INP, HostOp.MAC) & (h.g >= cp.n_gbuf),
+            op_in(HostOp.WR_W) & (h.row >= mp.n_in),
+            op_in(HostOp.MAC, HostOp.RD_OUT) & (o_e >= mp.n_acc),
+            op_in(HostOp.WR_W, HostOp.MAC, HostOp.RD_OUT, HostOp.MAP, HostOp.UNMAP)
+            & (vp_e >= V),
+            op_in(HostOp.WR_W, HostOp.MAC, HostOp.RD_OUT, HostOp.MAP, HostOp.UNMAP,
+                  HostOp.SET_TOK, HostOp.LOOP) & (h.rid >= R),
+            op_in(HostOp.MAP) & (h.pp >= NP),
+            op_in(HostOp.LOOP) & ((h.n == 0) | (h.n > L)),
+            replay & ~op_in(HostOp.NOP, *HOST_CHANNEL_OPS),
+        ])
+        pt_ops = op_in(HostOp.WR_W, HostOp.MAC, HostOp.RD_OUT, HostOp.UNMAP)
+        unmapped = pt_ops & ~pe.valid
+        not_owner = pt_ops & (pe.rid != h.rid)
+        pp_taken = _any([e.valid & (e.pp == h.pp) for e in pt])
+        already = op_in(HostOp.MAP) & (pe.valid | pp_taken)
+
+        code = Signal(3)
+        with m.If(bad_opcode):
+            m.d.comb += code.eq(ModErr.BAD_OPCODE)
+        with m.Elif(bad_field):
+            m.d.comb += code.eq(ModErr.BAD_FIELD)
+        with m.Elif(unmapped):
+            m.d.comb += code.eq(ModErr.UNMAPPED)
+        with m.Elif(not_owner):
+            m.d.comb += code.eq(ModErr.NOT_OWNER)
+        with m.Elif(already):
+            m.d.comb += code.eq(ModErr.ALREADY_MAPPED)
+        reject = Signal()
+        ok = Signal()                # passes every check (executes or waits)
+        m.d.comb += [reject.eq(have & (code != 0)), ok.eq(have & (code == 0))]
+
+        # ---------------- channel command (multicast) ----------------
+        mask = h.chmask[:C]
+        all_ready = _all([~mask[c] | ch.cmd.ready for c, ch in enumerate(chans)])
+        offer = Signal()
+        m.d.comb += offer.eq(ok & ch_op & all_ready)
+        cmd = Signal(chans[0].cmd_layout, name="ch_cmd")
+        sb = mp.set_bits
+        bank = pe.pp[sb:] if PPB > sb else Const(0, 1)
+        with m.Switch(op):
+            for hop, cop in HOST_CHANNEL_OPS.items():
+                with m.Case(int(hop)):
+                    m.d.comb += cmd.op.eq(int(cop))
+                    if hop in (HostOp.WR_W, HostOp.MAC, HostOp.RD_OUT):
+                        m.d.comb += cmd.bank.eq(bank)
+                    if hop in (HostOp.WR_W, HostOp.MAC):
+                        m.d.comb += cmd.set.eq(pe.pp[:sb])
+                    if hop == HostOp.WR_W:
+                        m.d.comb += cmd.row.eq(h.row)
+                    if hop in (HostOp.WR_INP, HostOp.MAC):
+                        m.d.comb += cmd.g.eq(h.g)
+                    if hop in (HostOp.MAC, HostOp.RD_OUT):
+                        m.d.comb += cmd.o.eq(o_e)
+                    if hop == HostOp.MAC:
+                        m.d.comb += cmd.acc.eq(h.acc)
+                    if hop in (HostOp.WR_INP, HostOp.WR_W):
+                        m.d.comb += cmd.data.eq(h.data)
+            with m.Default():                 # no channel command (valid is 0)
+                m.d.comb += cmd.eq(0)
+        for c, ch in enumerate(chans):
+            m.d.comb += [ch.cmd.payload.eq(cmd), ch.cmd.valid.eq(offer & mask[c])]
+
+        # ---------------- consume ----------------
+        consumed = Signal()          # the executed command (NONE or REPLAY) is consumed
+        m.d.comb += consumed.eq(reject | (ok & Mux(ch_op, all_ready,
+                                                   Mux(op == HostOp.BARRIER, ch_idle, 1))))
+        pop = Signal()
+        m.d.comb += pop.eq((none & consumed) | (capture & f_nonempty))
+
+        # effects of a command that passed every check and is consumed (mode NONE or REPLAY)
+        go = ok & consumed
+        vpi = vp_e[:_bits(V)]
+        with m.If(go & (op == HostOp.MAP)):
+            _write(m, vpi, pt, Cat(Const(1, 1), h.rid[:_bits(R)], h.pp[:PPB]))
+        with m.If(go & (op == HostOp.UNMAP)):
+            for v, e in enumerate(pt):
+                with m.If(vpi == v):
+                    m.d.sync += e.valid.eq(0)
+        with m.If(go & (op == HostOp.SET_TOK)):
+            _write(m, h.rid, tok, h.count)
+
+        tok_r = _select(m, "tok_rid", h.rid, tok, 16)
+        per_mask = Signal(16)
+        with m.Switch(h.per):
+            for k in range(16):
+                with m.Case(k):
+                    m.d.comb += per_mask.eq((1 << k) - 1)
+        trip_new = Signal(17)
+        m.d.comb += trip_new.eq((tok_r + per_mask) >> h.per)
+
+        # ---------------- loop state machine ----------------
+        with m.If(go & (op == HostOp.LOOP)):       # only reachable in mode NONE
+            m.d.sync += [mode.eq(_CAPTURE), cap.eq(0), n_lat.eq(h.n), vps.eq(h.vps),
+                         os_.eq(h.os), trip.eq(trip_new)]
+        with m.If(capture & f_nonempty):
+            _write(m, cap, lbuf, f_head)
+            with m.If(cap + 1 == n_lat):
+                m.d.sync += [mode.eq(Mux(trip == 0, _NONE, _REPLAY)), idx.eq(0), itr.eq(0),
+                             vp_off.eq(0), o_off.eq(0)]
+            with m.Else():
+                m.d.sync += cap.eq(cap + 1)
+        with m.If(replay & consumed):
+            with m.If(idx + 1 == n_lat):
+                m.d.sync += [idx.eq(0), itr.eq(itr + 1), vp_off.eq(vp_off + vps),
+                             o_off.eq(o_off + os_)]
+                with m.If(itr + 1 == trip):
+                    m.d.sync += mode.eq(_NONE)
+            with m.Else():
+                m.d.sync += idx.eq(idx + 1)
+
+        # ---------------- host FIFO ----------------
+        push = Signal()
+        dropped = Signal()
+        m.d.comb += [push.eq(self.host_valid & (f_n != F)),
+                     dropped.eq(self.host_valid & (f_n == F))]
+        with m.If(push):
+            _write(m, f_wr, fifo, self.host_cmd)
+            m.d.sync += f_wr.eq(Mux(f_wr == F - 1, 0, f_wr + 1))
+        with m.If(pop):
+            m.d.sync += f_rd.eq(Mux(f_rd == F - 1, 0, f_rd + 1))
+        with m.If(push & ~pop):
+            m.d.sync += f_n.eq(f_n + 1)
+        with m.Elif(pop & ~push):
+            m.d.sync += f_n.eq(f_n - 1)
+
+        # ---------------- err / ovf / err_count ----------------
+        m.d.sync += [self.err.eq(Mux(reject, code, 0)), self.ovf.eq(dropped)]
+        cnt = Signal(17)
+        m.d.comb += cnt.eq(self.err_count + reject + dropped)
+        m.d.sync += self.err_count.eq(Mux(cnt[16], 0xFFFF, cnt[:16]))
+
+        # ---------------- output merge ----------------
+        take = ~self.out.valid | self.out.ready
+        lower = Const(0, 1)          # a lower-numbered channel has out.valid
+        for c, ch in enumerate(chans):
+            m.d.comb += ch.out.ready.eq(take & ch.out.valid & ~lower)
+            lower = lower | ch.out.valid
+        any_out = lower
+        y_sel = Signal(len(self.out.payload.y))
+        b_sel = Signal(len(self.out.payload.bank))
+        o_sel = Signal(len(self.out.payload.o))
+        c_sel = Signal(3)
+        for c in reversed(range(C)):             # lowest-numbered wins (assigned last)
+            with m.If(chans[c].out.valid):
+                m.d.comb += [y_sel.eq(chans[c].out.payload.y), b_sel.eq(chans[c].out.payload.bank),
+                             o_sel.eq(chans[c].out.payload.o), c_sel.eq(c)]
+        with m.If(take & any_out):
+            m.d.sync += [self.out.valid.eq(1), self.out.payload.y.eq(y_sel),
+                         self.out.payload.bank.eq(b_sel), self.out.payload.o.eq(o_sel),
+                         self.out.payload.chan.eq(c_sel)]
+        with m.Elif(self.out.ready):
+            m.d.sync += self.out.valid.eq(0)
+
+        m.d.comb += self.idle.eq((f_n == 0) & none & ch_idle)
+        return m
