@@ -540,7 +540,7 @@ def build_program(p: ModuleParams, requests: list, partition: str = "TCP", alloc
     step += merge(qk_lanes)
     step.append(enc(HostOp.BARRIER))
     step += merge(sv_lanes)
-    setup = setup_map + setup_w
+    setup = setup_map + setup_w + [enc(HostOp.BARRIER)]      # KV cache resident before the step
     cmds = [(w, 0) for w in setup + step]
 
     # ---- decode
@@ -598,7 +598,8 @@ def build_program(p: ModuleParams, requests: list, partition: str = "TCP", alloc
                n_pages=p.n_pages, page_bytes=page_bytes, vpages=pages.nvp,
                utilisation=live / reserved if reserved else 0.0)
     useful = sum(2 * r.H * r.g * r.T * r.d for r in reqs)
-    info = dict(U=[st["U"] for st in streams], per=[st["per"] for st in streams], kt_n=kt_max, dc_n=dc_max,
+    info = dict(U=[st["U"] for st in streams], per=[st["per"] for st in streams],
+                kt_n=kt_max, dc_n=dc_max,
                 n_cmds=len(cmds), n_step=len(step), tokens=[r.T for r in reqs],
                 heads=[r.H for r in reqs], group=[r.g for r in reqs], d=sorted(d_all))
     return Program(p, cmds, decode, ref, exp_scores, exp_o, cap, useful,
@@ -607,11 +608,13 @@ def build_program(p: ModuleParams, requests: list, partition: str = "TCP", alloc
 
 
 # ---------------------------------------------------------------------------------------------
-def pace(p: ModuleParams, cmds, out_ready_p: float = 1.0, seed: int = 0):
+def pace(p: ModuleParams, cmds, out_ready_p: float = 1.0, seed: int = 0, drain: bool = True,
+         stall_limit: int = 100000):
     """Gaps for ``cmds`` so that no push is dropped: the host FIFO has no ready, so the host
     pushes command i in the first cycle in which the cycle-exact module model's FIFO has room
     (the module is deterministic given ``out.ready``'s seeded pattern, the same as in
-    :meth:`ModuleModel.run`).  Returns [(host_cmd, gap)]."""
+    :meth:`ModuleModel.run`).  Returns [(host_cmd, gap)], with ``drain`` one trailing NOP
+    (see below)."""
     from .module import ModuleModel
     from .stimulus import ready_at, ready_threshold
     mm = ModuleModel(p)
@@ -629,17 +632,50 @@ def pace(p: ModuleParams, cmds, out_ready_p: float = 1.0, seed: int = 0):
         else:
             mm.step(0, 0, ready_at(seed, c, thr))
         c += 1
+    if drain:
+        # ModuleModel.run ends when the module is idle and its own out register is empty, but
+        # channel out registers may still hold RD_OUT beats then (channel idle ignores
+        # out_valid): when the last RD_OUT is multicast to C channels, C-2 beats are lost.
+        # A NOP pushed in the cycle where everything has drained keeps the run going (+1 cycle).
+        start = c
+        while not (mm.idle and not mm._out_valid
+                   and not any(ch._out_valid for ch in mm.channels)):
+            mm.step(0, 0, ready_at(seed, c, thr))
+            c += 1
+            if c - start > stall_limit:
+                raise RuntimeError("pace: module did not drain (deadlock?)")
+        out.append((host_encode(p, HostOp.NOP), c - last - 1))
     return out
 
 
-def run_program(prog: Program, out_ready_p: float = 1.0, seed: int = 0, paced: bool = True):
-    """Pace (optional) and run ``prog`` on :class:`model.module.ModuleModel`; returns
-    (ModuleRun, DecodeOut or None)."""
+def run_program(prog: Program, out_ready_p: float = 1.0, seed: int = 0, paced: bool = True,
+                step_metrics: bool = True):
+    """Pace (optional) and run ``prog`` on :class:`model.module.ModuleModel`.
+
+    Returns (ModuleRun, DecodeOut or None, metrics).  ``metrics``: whole-program cycles and MAC
+    utilisation (busy macro-cycles / (cycles * n_banks * n_ch)) and, with ``step_metrics``, the
+    decode step alone: step_cycles = cycles(program) - cycles(setup only, which ends with a
+    BARRIER; it has no MACs), step_util = busy / (step_cycles * n_banks * n_ch)."""
     from .module import ModuleModel
-    cmds = pace(prog.params, prog.cmds, out_ready_p, seed) if paced else prog.cmds
-    run = ModuleModel(prog.params).run(cmds, out_ready_p=out_ready_p, seed=seed)
+    p = prog.params
+    cmds = pace(p, prog.cmds, out_ready_p, seed) if paced else prog.cmds
+    run = ModuleModel(p).run(cmds, out_ready_p=out_ready_p, seed=seed)
     dec = prog.decode(run.outs) if len(run.outs) == prog.n_reads else None
-    return run, dec
+    nb = p.n_ch * p.channel.n_banks
+    met = dict(cycles=run.cycles, util=run.utilisation, busy=sum(run.busy_cycles),
+               mac_ops=prog.mac_ops, useful_macs=prog.useful_macs)
+    if step_metrics:
+        sc = prog.cmds[:prog.n_setup]
+        sc = pace(p, sc, out_ready_p, seed) if paced else sc
+        srun = ModuleModel(p).run(sc, out_ready_p=out_ready_p, seed=seed)
+        met["setup_cycles"] = srun.cycles
+        met["step_cycles"] = run.cycles - srun.cycles
+        met["step_util"] = sum(run.busy_cycles) / (met["step_cycles"] * nb)
+        # useful MACs per macro-cycle of the step, against the peak n_in*n_out/x_bits per bank
+        m = p.channel.macro
+        met["step_useful_frac"] = prog.useful_macs / (met["step_cycles"] * nb * m.n_in * m.n_out
+                                                      / m.x_bits)
+    return run, dec, met
 
 
 # ---------------------------------------------------------------------------------------------

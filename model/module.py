@@ -180,8 +180,8 @@ class ModuleModel:
     @property
     def idle(self) -> int:
         """The ``idle`` output of the current cycle (pure)."""
-        return int(not self._fifo and self._mode == NONE
-                   and all(_peek_idle(ch) for ch in self.channels))
+        return int(not self._fifo and self._mode == NONE and not self._out_valid
+                   and all(_peek_idle(ch) and not _peek_out_valid(ch) for ch in self.channels))
 
     # --- checks ---------------------------------------------------------------------------
     def check(self, f: dict, replay: bool) -> int:
@@ -246,7 +246,8 @@ class ModuleModel:
         mode = self._mode
         out_valid, out_payload = self._out_valid, self._out_payload
         ch_idle = [_peek_idle(ch) for ch in chans]
-        idle = int(not fifo and mode == NONE and all(ch_idle))
+        idle = int(not fifo and mode == NONE and all(ch_idle) and not out_valid
+                   and not any(_peek_out_valid(ch) for ch in chans))
 
         # ---- dispatch decision (registers at t)
         # action: None (nothing consumed) | "cap" | "rej" | "exec"
