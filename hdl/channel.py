@@ -99,8 +99,10 @@ class PimChannel(wiring.Component):
     Rules (one cycle t; all decisions from the registers at t and the inputs at t)
     -----
     * Enqueue: the beat is pushed with ``seq = nseq`` and its dependencies read from the table
-      (WR_INP: gr[g]; WR_W: wr[b][s]; MAC: gw[g], ww[b][s], orr[b][o]; RD_OUT: ow[b][o]), the
-      table slots are written with (1, seq), ``done[nseq] <= 0``, ``nseq += 1 (mod W)``.
+      (WR_INP: gr[g]; WR_W: wr[b][s]; MAC: gw[g], ww[b][s], orr[b][o]; RD_OUT: ow[b][o]), each
+      recorded only if the slot is valid and ``done[slot.seq] = 0``; the table slots are
+      written with (1, seq), ``done[nseq] <= 0``, ``nseq += 1 (mod W)``.  Every edge clears
+      each queued dependency whose ``done[dep_seq] = 1`` (ids are reused mod W).
     * Issue, DCS: the ``ioq`` and ``cq`` heads issue independently when every valid dependency
       is done and the resource is free (RD_OUT: ``~out_valid | out.ready``; MAC: macro
       ``req.ready``).  In-order: a head issues only if ``seq == iss`` and ``inflight == 0``.
@@ -194,8 +196,15 @@ class PimChannel(wiring.Component):
         d_ow = slot(_select(m, "d_ow", i_bo, ow, slot.size))
         d_or = slot(_select(m, "d_orr", i_bo, orr, slot.size))
 
-        io_dep = Signal(slot)           # (a MAC beat never enters the ioq)
-        m.d.comb += io_dep.eq(Mux(c.op == Op.WR_INP, d_gr, Mux(c.op == Op.WR_W, d_wr, d_ow)))
+        def pending(name, d):
+            """The slot as a dependency: valid only if it names a command still pending."""
+            dep = Signal(slot, name=name)
+            m.d.comb += [dep.v.eq(d.v & ~done_bit(d.seq)), dep.seq.eq(d.seq)]
+            return dep
+
+        # (a MAC beat never enters the ioq)
+        io_dep = pending("io_dep", slot(Mux(c.op == Op.WR_INP, d_gr,
+                                            Mux(c.op == Op.WR_W, d_wr, d_ow))))
         io_in = Signal(io_lay)
         cq_in = Signal(cq_lay)
         m.d.comb += [
@@ -204,7 +213,8 @@ class PimChannel(wiring.Component):
             io_in.dep.eq(io_dep),
             cq_in.bank.eq(c.bank), cq_in.set.eq(c.set), cq_in.g.eq(c.g), cq_in.o.eq(c.o),
             cq_in.acc.eq(c.acc), cq_in.seq.eq(nseq),
-            cq_in.dep[0].eq(d_gw), cq_in.dep[1].eq(d_ww), cq_in.dep[2].eq(d_or),
+            cq_in.dep[0].eq(pending("cq_dep0", d_gw)), cq_in.dep[1].eq(pending("cq_dep1", d_ww)),
+            cq_in.dep[2].eq(pending("cq_dep2", d_or)),
         ]
         new_slot = Cat(Const(1, 1), nseq)
         with m.If(enq):
@@ -248,6 +258,15 @@ class PimChannel(wiring.Component):
                 m.d.sync += iss.eq(iss + 1)
             m.d.sync += inflight.eq(inflight + cq_go - n_res)
         m.d.comb += cq_go.eq(cq_can & mac_ready)
+        # every edge: a queued dependency that is done is cleared, so a dependency always names
+        # a pending command even when its id is reused (mod W); a push below overrides this
+        for e in ioq.mem:
+            with m.If(done_bit(e.dep.seq)):
+                m.d.sync += e.dep.v.eq(0)
+        for e in cq.mem:
+            for k in range(3):
+                with m.If(done_bit(e.dep[k].seq)):
+                    m.d.sync += e.dep[k].v.eq(0)
         ioq.update(enq & ~is_mac, io_in, io_go)
         cq.update(enq & is_mac, cq_in, cq_go)
 

@@ -85,7 +85,8 @@ class PimModule(wiring.Component):
     err_count : Out(16)
         Rejected commands + dropped pushes since reset, saturating at 2**16 - 1.
     idle : Out(1)
-        FIFO empty & loop mode NONE & every channel ``idle`` (combinational).
+        FIFO empty & loop mode NONE & every channel ``idle`` & no channel ``out.valid`` &
+        ``~out.valid`` (nothing left to deliver; combinational).
     busy : Out(C * n_banks)
         Bit ``c*n_banks + b`` = channel c's ``busy[b]``.
 
@@ -159,7 +160,7 @@ class PimModule(wiring.Component):
         vps = Signal(8)
         os_ = Signal(8, name="os")
         cap = Signal(range(L + 1))
-        idx = Signal(range(L))
+        idx = Signal(_bits(L))           # (at least 1 bit: no zero-width wire for L = 1)
         itr = Signal(17, name="iter")
         vp_off = Signal(24)
         o_off = Signal(24)
@@ -347,5 +348,5 @@ class PimModule(wiring.Component):
         with m.Elif(self.out.ready):
             m.d.sync += self.out.valid.eq(0)
 
-        m.d.comb += self.idle.eq((f_n == 0) & none & ch_idle)
+        m.d.comb += self.idle.eq((f_n == 0) & none & ch_idle & ~any_out & ~self.out.valid)
         return m

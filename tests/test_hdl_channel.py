@@ -325,3 +325,32 @@ def test_verilog_ports_and_lint(p, tmp_path):
     f.write_text(text)
     r = lint(f)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_reused_id_does_not_alias_a_finished_dependency():
+    """docs/channel.md: a dependency names only a pending command.  A WR_INP waits in the ioq
+    (behind an RD_OUT blocked by out.ready) with a dependency on a MAC that has finished; after
+    W more commands a MAC reusing that MAC's id depends on the WR_INP.  Without the rule
+    (record only pending slots, clear finished dependencies every edge) this deadlocks."""
+    p = chan(True)
+    W = p.window
+    pr = Prog(p, np.random.default_rng(6))
+    pr.weights(0, 0)
+    pr.weights(1, 0)
+    pr.inp(0)
+    pr.inp(1)
+    s = len(pr.cmds)
+    pr.mac(0, 0, 1, 0)                             # id s: reads g1
+    pr.rd(0, 0)                                    # issues, fills the output register
+    pr.rd(0, 0)                                    # blocked while out.ready is low
+    pr.inp(1)                                      # depends on gr[g1] = s (finished)
+    k = 0
+    while len(pr.cmds) < s + W:                    # fillers: ids up to s + W - 1
+        pr.mac(k % 2, 0, 0, 1)
+        k += 1
+    pr.mac(1, 0, 1, 1)                             # id s again (mod W): depends on the WR_INP
+    pr.rd(1, 1)
+    assert len(pr.cmds) - 2 == s + W
+    tr = run(p, pr.cmds, out_ready=lambda c: c > 200, limit=1000)
+    check_outputs(pr, tr)
+    assert tr.accepts[s + W] < 200                 # the aliasing MAC was queued while blocked

@@ -274,6 +274,39 @@ def test_barrier_waits_for_idle(seed):
     assert b.outs == [(1, 1, 1, y(X, W))]
 
 
+def test_idle_waits_for_outputs(seed):
+    """idle also needs every channel's out.valid and the module's out.valid low."""
+    rng = np.random.default_rng(seed)
+    W, X = rand_w(rng), rand_x(rng)
+
+    async def prog(b):
+        await b.send([H(HostOp.MAP, vp=0, pp=0, rid=0)] + write_page(3, 0, 0, W)
+                     + [H(HostOp.WR_INP, chmask=3, g=0, data=xvec(X)),
+                        H(HostOp.MAC, chmask=3, rid=0, vp=0, g=0, o=0),
+                        H(HostOp.RD_OUT, chmask=3, rid=0, vp=0, o=0)])
+        ctx, dut = b.ctx, b.dut
+        for _ in range(30):                         # out.ready = 0: results pile up
+            await b.step(out_ready=0)
+        assert ctx.get(dut.out.valid) and ctx.get(dut.channels[1].out.valid)
+        assert all(ctx.get(ch.idle) for ch in dut.channels) and ctx.get(dut.fifo_level) == 0
+        assert ctx.get(dut.idle) == 0
+        await b.step()                              # module takes chan 0's, loads chan 1's
+        assert ctx.get(dut.idle) == 0 and ctx.get(dut.out.valid)
+        await b.step()                              # chan 1's beat delivered
+        assert ctx.get(dut.idle) == 1 and not ctx.get(dut.out.valid)
+        # out.ready = 1: idle stays 0 until the last beat has been taken (including the cycle
+        # in which a channel's out.valid is up while the module's register is still empty)
+        await b.send([H(HostOp.RD_OUT, chmask=1, rid=0, vp=0, o=0)])
+        start = len(b.trace)
+        while len(b.outs) < 3:
+            await b.step()
+        assert not any(idle for _, _, idle in b.trace[start:])
+        assert ctx.get(dut.idle) == 1
+
+    b = run(prog)
+    assert b.outs == [(0, 0, 0, y(X, W)), (1, 0, 0, y(X, W)), (0, 0, 0, y(X, W))]
+
+
 def test_loops(seed):
     rng = np.random.default_rng(seed)
     Ws = [rand_w(rng) for _ in range(4)]
