@@ -8,7 +8,7 @@ no behaviour: it only samples.  Which ports go where is a :class:`tb.probespec.P
 """
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Signal, Value
 from amaranth.back import verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -27,9 +27,9 @@ class LockstepProbe(wiring.Component):
     def __init__(self, dut: wiring.Component, spec: ProbeSpec):
         self._dut, self._spec = dut, spec
         ports = {"ctl": In(len(spec.ctl)), "obs": Out(spec.obs_width + 1),
-                 "obs_out": Out(len(_port(dut, spec.wide_out).as_value()))}
+                 "obs_out": Out(len(Value.cast(_port(dut, spec.wide_out))))}
         for i, path in enumerate(spec.wide_in):
-            ports[f"in{i}"] = In(len(_port(dut, path).as_value()))
+            ports[f"in{i}"] = In(len(Value.cast(_port(dut, path))))
         super().__init__(ports)
 
     def elaborate(self, platform):
