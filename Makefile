@@ -37,6 +37,7 @@ verilog: $(STAMP)
 
 bench: $(STAMP)
 	$(VPY) -m bench.macro
+	$(VPY) -m bench.controller
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -443,7 +443,8 @@ def render(res: dict) -> str:
               f"{p3['total_cmds']:,} commands ({p3['chunks']} x {p3['chunk_cmds']:,}, seeds "
               f"{p3['seeds'][0]}..{p3['seeds'][-1]}, out.ready 1.0/0.5 alternating), "
               f"{p3['total_cycles']:,} cycles, **{p3['mismatches']} mismatches**; "
-              f"{p3['errors_reported']:,} rejected/dropped commands reported (codes "
+              f"{p3['errors_reported']:,} error events (rejections incl. replayed loop bodies, "
+              f"FIFO drops; codes "
               f"{p3['error_codes_seen']}); {p3['cmds_per_s']:,.0f} commands/s, "
               f"{p3['cycles_per_s']:,.0f} cycles/s overall ({p3['sim_cycles_per_s']:,.0f} in "
               f"the lockstep loop), {p3['wall_s']:.0f} s."]
@@ -468,7 +469,13 @@ def main(argv=None) -> int:
                   (3, lambda: part3(args.seed, args.chunks, args.chunk_cmds))):
         if k in parts:
             t0 = time.perf_counter()
-            res[f"part{k}"] = fn()
+            val = fn()
+            # re-read: another invocation (--parts) may have written other parts meanwhile
+            res = {**(json.loads(jpath.read_text()) if jpath.exists() else {}),
+                   **{k_: v for k_, v in res.items()
+                      if not k_.startswith("part") and k_ != "timings_s"}}
+            res[f"part{k}"] = val
+            timings = res.setdefault("timings_s", {})
             timings[f"part{k}"] = round(time.perf_counter() - t0, 1)
             jpath.write_text(json.dumps(res, indent=1, default=str) + "\n")
     md = render(res)
