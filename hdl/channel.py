@@ -102,7 +102,8 @@ class PimChannel(wiring.Component):
       (WR_INP: gr[g]; WR_W: wr[b][s]; MAC: gw[g], ww[b][s], orr[b][o]; RD_OUT: ow[b][o]), each
       recorded only if the slot is valid and ``done[slot.seq] = 0``; the table slots are
       written with (1, seq), ``done[nseq] <= 0``, ``nseq += 1 (mod W)``.  Every edge clears
-      each queued dependency whose ``done[dep_seq] = 1`` (ids are reused mod W).
+      each queued dependency and invalidates each table slot whose ``done[seq] = 1`` (ids are
+      reused mod W; a table write at the same edge wins).
     * Issue, DCS: the ``ioq`` and ``cq`` heads issue independently when every valid dependency
       is done and the resource is free (RD_OUT: ``~out_valid | out.ready``; MAC: macro
       ``req.ready``).  In-order: a head issues only if ``seq == iss`` and ``inflight == 0``.
@@ -217,6 +218,11 @@ class PimChannel(wiring.Component):
             cq_in.dep[2].eq(pending("cq_dep2", d_or)),
         ]
         new_slot = Cat(Const(1, 1), nseq)
+        # every edge: a table slot naming a done command is invalidated (ids are reused mod W);
+        # the enqueue writes below come later, so a write to the same slot wins
+        for s in gw + gr + ww + wr + ow + orr:
+            with m.If(done_bit(s.seq)):
+                m.d.sync += s.v.eq(0)
         with m.If(enq):
             m.d.sync += nseq.eq(nseq + 1)
             with m.If(c.op == Op.WR_INP):

@@ -16,7 +16,8 @@ Representation notes (for comparison with the HDL):
   docs/channel.md (MAC: ``gw[g]``, ``ww[b][s]``, ``orr[b][o]``; the other ops use slot 0);
   an invalid slot is ``(0, 0)``.  Fields an op does not use are those of the payload (0 for a
   well-formed command).
-* a dependency-table slot is ``(valid, seq)``, reset ``(0, 0)``.
+* a dependency-table slot is ``(valid, seq)``, reset ``(0, 0)``; a slot invalidated because its
+  command is done keeps its seq (only ``valid <= 0``): ``(0, seq)``.
 * OBuf entries and GBuf entries are raw bit vectors (ints), as in the HDL registers.
 """
 from __future__ import annotations
@@ -75,10 +76,23 @@ class ChannelModel:
     * at enqueue a table slot is recorded only if it is valid and ``done[slot.seq] = 0`` at t
       (a done producer needs no wait; this also drops a stale slot whose id is free);
     * at every edge, a queued entry's dependency whose ``done[dep_seq] = 1`` at t is cleared
-      (``dep_valid <= 0``), so an id reused later cannot be mistaken for it.
+      (``dep_valid <= 0``), so an id reused later cannot be mistaken for it;
+    * at every edge, a dependency-table slot whose ``done[slot.seq] = 1`` at t is invalidated
+      (``valid <= 0``) unless the same edge writes it for the command being enqueued (the write
+      wins), so a stale slot never names a newer command that reused its id.
 
-    With both, every recorded dependency names a pending command older than the entry, so the
-    oldest pending command is never blocked by a dependency: no deadlock.
+    With these, every recorded dependency names a pending command older than the entry, so the
+    oldest pending command is never blocked by a dependency (no deadlock), and no command
+    waits for an unrelated one (no false dependency).
+
+    The table rule is applied without scanning the table.  A slot holding ``(1, s)`` has
+    ``done[s] = 0`` from the edge that writes it until ``done[s]`` is set; at the next edge it is
+    invalidated (or rewritten).  So at the edge ending t, the valid slots with ``done[seq] = 1`` at
+    t are exactly those holding a seq that became done at the edge ending t - 1.  The model keeps
+    ``_holders[s]``, the (at most 3) slots written by the command with id s, and ``_fresh``, the
+    ids that became done at the previous edge; each edge invalidates, for each id in ``_fresh``,
+    those of its slots that still hold it.  Cost per cycle: O(commands done at the previous edge)
+    <= 3 * (1 + B) slot checks, independent of G, S and E.
     """
 
     def __init__(self, params: ChannelParams):
@@ -114,6 +128,8 @@ class ChannelModel:
         self._ioq, self._cq = deque(), deque()
         self._nseq = 0
         self._done = [1] * self._W
+        self._holders = [()] * self._W     # id -> the slots its command wrote: (table, index)
+        self._fresh = []          # ids whose done bit was set at the previous edge
         S, E, B, G = m.n_sets, m.n_acc, p.n_banks, p.n_gbuf
         self._gw, self._gr = [_NODEP] * G, [_NODEP] * G
         self._ww = [[_NODEP] * S for _ in range(B)]
@@ -220,6 +236,15 @@ class ChannelModel:
                 for d in e[9]:
                     if d[0] and done[d[1]]:
                         d[0] = 0
+        # Dependency-table slots whose command is done at t are invalidated (before the enqueue
+        # below, so a slot it writes at this edge keeps the write)
+        holders = self._holders
+        for s in self._fresh:
+            for tab, i in holders[s]:
+                if tab[i] == (1, s):
+                    tab[i] = (0, s)
+            holders[s] = ()
+        fresh = self._fresh = []
         # I/O head
         rd_issue = False
         if io_h is not None:
@@ -234,6 +259,7 @@ class ChannelModel:
                 self._out_valid = 1
                 rd_issue = True
             done[seq] = 1
+            fresh.append(seq)
             if not p.dcs:
                 self._iss = (self._iss + 1) % self._W
         if not rd_issue and out_valid and out_ready:
@@ -248,7 +274,9 @@ class ChannelModel:
         # results (macro outputs of cycle t)
         for b, rp in results:
             self._obuf[b][(rp >> self._res_dst_off) & self._res_dst_mask] = rp & self._ymask
-            done[macq[b].popleft()] = 1
+            s = macq[b].popleft()
+            done[s] = 1
+            fresh.append(s)
             if not p.dcs:
                 self._inflight -= 1
         # enqueue (dependency table read at t: no issue/result touches it)
@@ -268,18 +296,19 @@ class ChannelModel:
         new = (1, seq)
         if op == _WR_INP:
             deps = (ent(self._gr[g]), [0, 0], [0, 0])
-            self._gw[g] = new
+            slots = ((self._gw, g),)
         elif op == _WR_W:
             deps = (ent(self._wr[b][s]), [0, 0], [0, 0])
-            self._ww[b][s] = new
+            slots = ((self._ww[b], s),)
         elif op == _MAC:
             deps = (ent(self._gw[g]), ent(self._ww[b][s]), ent(self._orr[b][o]))
-            self._gr[g] = new
-            self._wr[b][s] = new
-            self._ow[b][o] = new
+            slots = ((self._gr, g), (self._wr[b], s), (self._ow[b], o))
         else:
             deps = (ent(self._ow[b][o]), [0, 0], [0, 0])
-            self._orr[b][o] = new
+            slots = ((self._orr[b], o),)
+        for tab, i in slots:
+            tab[i] = new
+        self._holders[seq] = slots
         tq.append((op, b, s, row, g, o, acc, data, seq, deps))
         self._done[seq] = 0
         self._nseq = (seq + 1) % self._W

@@ -268,3 +268,110 @@ def test_directed_timing(dcs):
     assert issue[4] == issue[3] + 1                   # queued behind the RD_OUT (ioq in order)
     y = decode_out(p, tr.outs[0])[2]
     assert y == (x[5] * w).tolist()
+
+
+# --- dependency table: finished commands leave it (no false dependency after id reuse) ------
+_TINY = ChannelParams(MacroParams(n_in=8, n_out=4, w_bits=4, x_bits=4, n_acc=2, tree_stages=0),
+                      n_banks=2, n_gbuf=2, q_depth=4, dcs=True)
+
+
+def test_stale_table_slot_is_not_a_false_dependency():
+    """docs/channel.md (Enqueue): a table slot whose command is done is invalidated at the next
+    edge, so after its id is reused by an unrelated command, a reader of the slot does not wait
+    for that command.  (The scenario of bench/controller.py ``alias_example``.)
+
+    cmd 0 = WR_INP g1 (id 0, gw[1] <= (1, 0)); cmds 1 .. W-1 = WR_INP g0 (ids 1 .. W-1);
+    cmd W = MAC bank 0 from g0 (id 0 again, reused); cmd W+1 = MAC bank 1 from g1.
+    Every command transfers in cycle k = its index (ioq never holds more than one entry, every
+    id is free when needed) and each WR_INP issues at k+1 (no dependency).  WR_INP 0 is done
+    from cycle 2 on, so gw[1] is invalidated at the edge ending cycle 2.
+    MAC0 depends on gw[0] = id W-1 (issued at W, done at W+1): it issues at W+1 on bank 0.
+    MAC1 reads gw[1], invalid at W+1: no dependency; it reaches the cq head at W+2 (MAC0 popped
+    at the edge ending W+1) and issues there on idle bank 1, i.e. one cycle after MAC0.
+    Recording the stale gw[1] = (1, 0) would make it wait for MAC0 (id 0): issue at
+    W+1 + X+P+2."""
+    p, m = _TINY, _TINY.macro
+    W = p.window
+    one = pack_vec([1] * m.n_in, m.x_bits)
+    cmds = [(encode(p, Op.WR_INP, g=1, data=one), 0)]
+    cmds += [(encode(p, Op.WR_INP, g=0, data=one), 0)] * (W - 1)
+    cmds += [(encode(p, Op.MAC, bank=0, set=0, g=0, o=0), 0),
+             (encode(p, Op.MAC, bank=1, set=0, g=1, o=0), 0)]
+    issue, gw1 = {}, {}
+
+    def probe(mm, c, o):                  # state after the edge ending cycle c
+        gw1[c] = mm.state()["gw"][1]
+        for b, q in enumerate(mm._macq):
+            if q and b not in issue:
+                issue[b] = c              # pushed on macq at the edge ending its issue cycle
+    tr = ChannelModel(p).run(cmds, probe=probe)
+    assert tr.status == "ok" and not tr.errors()
+    assert [c for c, k, _ in tr.events if k == "cmd"] == list(range(W + 2))
+    assert issue[0] == W + 1
+    assert issue[1] == W + 2, (issue, W + 1 + m.x_bits + m.tree_stages + 2)
+    assert gw1[0] == gw1[1] == (1, 0)     # done[0] = 1 from cycle 2 on
+    assert gw1[2][0] == 0                 # invalidated at the edge ending cycle 2
+
+
+def _table_slots(p, f):
+    """Dependency-table slots written by enqueuing the command with fields ``f``."""
+    op, b, s, g, o = Op(f["op"]), f["bank"], f["set"], f["g"], f["o"]
+    if op == Op.WR_INP:
+        return {("gw", g)}
+    if op == Op.WR_W:
+        return {("ww", b, s)}
+    if op == Op.MAC:
+        return {("gr", g), ("wr", b, s), ("ow", b, o)}
+    return {("orr", b, o)}
+
+
+def _table(st):
+    out = {}
+    for k in ("gw", "gr"):
+        out.update({(k, i): v for i, v in enumerate(st[k])})
+    for k in ("ww", "wr", "ow", "orr"):
+        out.update({(k, b, i): v for b, r in enumerate(st[k]) for i, v in enumerate(r)})
+    return out
+
+
+@pytest.mark.parametrize("dcs", [True, False], ids=["dcs", "inorder"])
+def test_table_update_rule_every_edge(dcs, seed):
+    """Every slot at every edge, against docs/channel.md: the slot the enqueued command writes
+    becomes (1, nseq); else a valid slot with done[seq] = 1 at t becomes invalid (seq kept);
+    else it is unchanged.  Random streams with a small window so ids are reused often."""
+    from model.isa import decode
+    rng = np.random.default_rng(seed)
+    n_inv = n_wins = 0
+    for i in range(6):
+        p = _params(SMALL4, dcs, n_banks=int(rng.integers(1, 4)),
+                    n_gbuf=int(rng.integers(1, 4)), q_depth=int(rng.integers(2, 6)))
+        cmds = _random_stream(p, rng, 300)
+        m = ChannelModel(p)
+        m.reset(power_up=True)
+        k, prev = 0, m.state()
+        for c in range(3000):
+            v = int(k < len(cmds) and rng.random() < 0.8)
+            pl = cmds[k][0] if k < len(cmds) else 0
+            o = m.step(v, pl, int(rng.random() < 0.6))
+            st = m.state()
+            written = set()
+            if v and o.cmd_ready:
+                written = _table_slots(p, decode(p, pl))
+                k += 1
+            before, after = _table(prev), _table(st)
+            for key, (val, sq) in before.items():
+                if key in written:
+                    exp = (1, prev["nseq"])
+                    n_wins += bool(val and prev["done"][sq])
+                elif val and prev["done"][sq]:
+                    exp = (0, sq)
+                    n_inv += 1
+                else:
+                    exp = (val, sq)
+                assert after[key] == exp, (p.tag, c, key, (val, sq), after[key])
+            # invariant: a valid slot names a pending command, or one done at the last edge
+            for key, (val, sq) in after.items():
+                assert not val or not st["done"][sq] or not prev["done"][sq], (p.tag, c, key)
+            prev = st
+        assert k == len(cmds) and not (st["ioq"] or st["cq"] or any(st["macq"])), p.tag
+    assert n_inv > 100 and n_wins > 10, (n_inv, n_wins)

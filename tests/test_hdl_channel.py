@@ -354,3 +354,41 @@ def test_reused_id_does_not_alias_a_finished_dependency():
     tr = run(p, pr.cmds, out_ready=lambda c: c > 200, limit=1000)
     check_outputs(pr, tr)
     assert tr.accepts[s + W] < 200                 # the aliasing MAC was queued while blocked
+
+
+def test_finished_table_slot_is_invalidated_no_false_dependency():
+    """docs/channel.md: at every edge each dependency-table slot whose ``done[slot.seq] = 1``
+    is invalidated (unless the edge writes it).  The WR_INP of g1 (id s) finishes long before
+    a bank-0 MAC reuses id s (s + W = s mod W); the bank-1 MAC that reads g1, queued right
+    behind it, must not depend on that unrelated MAC: it issues the cycle after it (without
+    the rule gw[g1] would still hold (1, s) and it would wait X+P+2 cycles for the bank-0
+    MAC's result)."""
+    X, P = MAC_P.x_bits, MAC_P.tree_stages
+    p = chan(True)
+    W = p.window
+    pr = Prog(p, np.random.default_rng(7))
+    pr.weights(0, 0)
+    pr.weights(1, 0)
+    s = len(pr.cmds)
+    pr.inp(1)                                      # id s: gw[g1] <= (1, s)
+    while len(pr.cmds) < s + W:                    # fillers (ids s+1 .. s+W-1), never g1
+        pr.inp(0)
+    n0 = len(pr.cmds)
+    pr.mac(0, 0, 0, 0)                             # id s again (mod W), unrelated to g1
+    pr.mac(1, 0, 1, 0)                             # reads g1, written more than W cmds ago
+    pr.rd(0, 0)
+    pr.rd(1, 0)
+    assert n0 == s + W
+    tr = run(p, pr.cmds)
+    check_outputs(pr, tr)
+    # every command accepted back to back (cmd i in cycle i); each ioq command issues the
+    # cycle after it is accepted, so the last filler (gw[g0]) issues at n0
+    assert tr.accepts == list(range(len(pr.cmds)))
+    assert [c for c, op, _ in tr.io_issue if op != Op.RD_OUT] == list(range(1, n0 + 1))
+    assert tr.mac_issue == [(n0 + 1, 0), (n0 + 2, 1)]      # one cycle apart
+    # results at MAC issue + X+P+1, done (and the RD_OUTs issue) one cycle later
+    assert tr.res == [(n0 + X + P + 2, 0), (n0 + X + P + 3, 1)]
+    rd = [c for c, op, _ in tr.io_issue if op == Op.RD_OUT]
+    assert rd == [n0 + X + P + 3, n0 + X + P + 4]
+    assert [c for c, *_ in tr.outs] == [n0 + X + P + 4, n0 + X + P + 5]
+    assert tr.cycles == n0 + X + P + 6
