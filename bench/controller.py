@@ -6,8 +6,12 @@ golden models, so every number below is also a proof that RTL == model on that r
 1. Policy matrix on one module configuration (CFG below): one decode step of attention for a
    request mix whose lengths follow the LongBench/LV-Eval means (model.attention.request_mix),
    for {HFP, TCP} x {in-order, DCS} x {static, DPA}; plus batch 1 (one request, one KV head).
+   Capacity (DPA vs static, as PIMphony measures it): (a) RTL: TCP, a 4-request mix whose
+   static reservation (max_context) is well above the live lengths; (b) page accounting
+   only (no RTL) at benchmark scale: the LongBench/LV-Eval mean lengths vs a 128K static
+   reservation, with model/attention.py's TCP page rules.
 2. Long QK^T stream on one channel (model.programs.qk_stream_program), DCS vs in-order,
-   steady state; plus a reordered stream (bench-side builder) and a model-only what-if.
+   steady state; plus a reordered stream (bench-side builder); where the cycles go.
 3. Robustness: >= 10^6 random host commands (valid and malformed) on a tiny module, RTL vs
    model in lockstep, in chunks.
 
@@ -45,6 +49,16 @@ CFG = ModuleParams(CHAN, n_ch=4, n_vpages=64, n_req=4, fifo_depth=16, loop_len=8
 # workload of part 1 (scaled LongBench/LV-Eval means; Llama-like GQA group of 4 query heads)
 MIX = dict(n=2, max_context=128, head_dim=16, group=4, kv_heads=1)
 MIX_BIG = dict(n=3, max_context=128, head_dim=16, group=4, kv_heads=1)   # fit check only
+# capacity experiment (a), RTL: 4 requests x (4 K + 4 V pages) of static reservation = all 32
+# pages of CFG; live lengths are request_mix's scaled benchmark means (<= max_context)
+CAP_MIX = dict(n=4, max_context=256, head_dim=16, group=4, kv_heads=1)
+# capacity experiment (b), page accounting at benchmark scale (ANCHORS.md)
+CAP_MAX_CONTEXT = 128 * 1024
+CAP_SCALES = {   # name: (macro n_in, n_out, w_bits, channels, head_dim)
+    "bench module (16x16 macro, 4 ch), head_dim 128": (16, 16, 8, 4, 128),
+    "PIMphony-size module (64x64 macro, 16 ch), head_dim 128": (64, 64, 8, 16, 128),
+}
+CAP_CHUNK_BYTES = 1 << 20   # PIMphony allocates in 1 MB chunks (secondary)
 # tiny module of part 3 (same as tests/test_rtl_module.py TINY)
 TINY = ModuleParams(ChannelParams(MacroParams(n_in=8, n_out=4, w_bits=4, x_bits=4, n_acc=2,
                                               tree_stages=0), n_banks=2, n_gbuf=2, q_depth=4),
@@ -168,6 +182,82 @@ def part1(seed: int) -> dict:
         r = run_step(p, one, part, "dpa", seed, label=f"ctl_b1_{part}")
         r.update(partition=part, sched="DCS", alloc="dpa")
         out["batch1"]["rows"].append(r)
+    out["capacity_rtl"] = capacity_rtl(seed)
+    out["capacity_accounting"] = capacity_accounting()
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Part 1, capacity: DPA vs static
+def tcp_pages(ctx: int, C: int, n_in: int, n_out: int, d: int) -> int:
+    """Physical pages one KV head of one request holds for ``ctx`` tokens under TCP, with the
+    rules of model.attention.build_program (unrolled): tokens interleaved over C channels
+    (nloc = ceil(ctx / C) on the fullest); K: ceil(nloc / n_out) key blocks x ceil(d / n_in)
+    d-chunks; V: ceil(nloc / n_in) token chunks x ceil(d / n_out) dim chunks.  A page is one
+    n_in x n_out tile in each of the C channels (pages of n_out tokens x C channels for K)."""
+    nloc = math.ceil(ctx / C)
+    return (math.ceil(nloc / n_out) * math.ceil(d / n_in)
+            + math.ceil(nloc / n_in) * math.ceil(d / n_out))
+
+
+def tcp_capacity(tokens, max_context: int, C: int, n_in: int, n_out: int, w_bits: int, d: int,
+                 chunk_pages: int = 1) -> dict:
+    """Capacity utilisation (live KV bytes / reserved bytes) static vs DPA, per KV head (the
+    same for every head and layer).  static: pages for ``max_context``; dpa: pages for the
+    live tokens, rounded up to ``chunk_pages`` (allocation granularity) per request."""
+    page_bytes = C * n_in * n_out * w_bits // 8
+    rnd = lambda k: -(-k // chunk_pages) * chunk_pages            # noqa: E731
+    live = [2 * T * d * w_bits // 8 for T in tokens]
+    st = [rnd(tcp_pages(max_context, C, n_in, n_out, d)) for _ in tokens]
+    dp = [rnd(tcp_pages(T, C, n_in, n_out, d)) for T in tokens]
+    res = dict(page_bytes=page_bytes, tokens_per_k_page=n_out * C, chunk_pages=chunk_pages,
+               static_pages=sum(st), dpa_pages=sum(dp),
+               static=sum(live) / (sum(st) * page_bytes), dpa=sum(live) / (sum(dp) * page_bytes),
+               per_request=[dict(T=T, static=lv / (a * page_bytes), dpa=lv / (b * page_bytes),
+                                 static_pages=a, dpa_pages=b)
+                            for T, lv, a, b in zip(tokens, live, st, dp)])
+    return res
+
+
+def capacity_rtl(seed: int) -> dict:
+    """(a) On the RTL: TCP, DCS, CAP_MIX under static and DPA (unrolled and LOOP over the
+    live token count).  Capacity numbers come from the program's page table (the pages it
+    MAPs on the RTL); they are cross-checked against tcp_capacity's accounting."""
+    reqs = A.request_mix(seed=seed, **CAP_MIX)
+    m = MACRO
+    out = dict(config=CFG.tag, mix=CAP_MIX, requests=[r.name for r in reqs],
+               tokens=[r.T for r in reqs], rows=[])
+    acct = tcp_capacity([r.T for r in reqs], CAP_MIX["max_context"], CFG.n_ch, m.n_in, m.n_out,
+                        m.w_bits, CAP_MIX["head_dim"])
+    out["accounting"] = acct
+    combos = [(alloc, loop) for alloc in ("static", "dpa") for loop in (False, True)]
+    for alloc, loop in _tqdm(combos, desc="capacity TCP static vs DPA (RTL)", unit="run"):
+        r = run_step(_with_dcs(CFG, True), reqs, "TCP", alloc, seed, loop=loop,
+                     label=f"ctl_cap_{alloc}_{int(loop)}")
+        r.update(partition="TCP", sched="DCS", alloc=alloc, loop=loop)
+        if r["fits"] and not loop:
+            want = acct["static" if alloc == "static" else "dpa"]
+            if abs(r["cap_util"] - want) > 1e-12 or r["mapped_pages"] != acct[f"{alloc}_pages"]:
+                raise RuntimeError(f"capacity accounting {want} / {acct[f'{alloc}_pages']} pages "
+                                   f"!= program {r['cap_util']} / {r['mapped_pages']} pages")
+        out["rows"].append(r)
+    return out
+
+
+def capacity_accounting() -> dict:
+    """(b) Page accounting only (no RTL): one request per benchmark at its mean length
+    (ANCHORS.md), static reservation CAP_MAX_CONTEXT, TCP pages as in model/attention.py."""
+    toks = list(A.BENCH_MEANS.values())
+    out = dict(benchmarks=list(A.BENCH_MEANS), tokens=toks, max_context=CAP_MAX_CONTEXT,
+               scales=[])
+    for name, (ni, no, wb, C, d) in CAP_SCALES.items():
+        row = dict(name=name, n_in=ni, n_out=no, w_bits=wb, n_ch=C, head_dim=d,
+                   page=tcp_capacity(toks, CAP_MAX_CONTEXT, C, ni, no, wb, d))
+        pb = row["page"]["page_bytes"]
+        if CAP_CHUNK_BYTES % pb == 0 and CAP_CHUNK_BYTES > pb:
+            row["chunk"] = tcp_capacity(toks, CAP_MAX_CONTEXT, C, ni, no, wb, d,
+                                        chunk_pages=CAP_CHUNK_BYTES // pb)
+        out["scales"].append(row)
     return out
 
 
@@ -216,23 +306,35 @@ def reordered_qk_stream(p: ChannelParams, K, Q):
     return cmds, n_load, S, decode
 
 
-class _FreshTableModel(ChannelModel):
-    """WHAT-IF (model only, not the RTL): dependency-table slots whose command is done are
-    invalidated at every edge, so a slot never aliases a newer command that reuses its id."""
+def cycle_profile(cp: ChannelParams, cmds) -> dict:
+    """Where a channel run's bank-cycles go, from the golden model's per-cycle ``busy`` vector
+    (the lockstep compares ``busy`` with the RTL's every cycle, so this is the RTL's profile):
+    prologue (cycles before the first MAC applies a bit: all banks idle), the window from the
+    first to the last busy cycle (idle bank-cycles in it split at the issue of the last WR_W:
+    while weights are still being loaded / after), and the epilogue (last busy cycle to the
+    end of the run: result latency, OBuf write, RD_OUTs, the driver's TAIL)."""
+    mm = ChannelModel(cp)
+    B = cp.n_banks
+    busy, last_ww = [], [-1]
+    inner = mm.step
 
-    def step(self, *a):
-        o = super().step(*a)
-        d = self._done
-        for tab in (self._gw, self._gr):
-            for i, s in enumerate(tab):
-                if s[0] and d[s[1]]:
-                    tab[i] = (0, 0)
-        for tab in (self._ww, self._wr, self._ow, self._orr):
-            for row in tab:
-                for i, s in enumerate(row):
-                    if s[0] and d[s[1]]:
-                        row[i] = (0, 0)
+    def step(*a):
+        head = mm._ioq[0] if mm._ioq else None
+        o = inner(*a)
+        if head is not None and head[0] == int(Op.WR_W) and (not mm._ioq or mm._ioq[0] is not head):
+            last_ww[0] = mm.cycle - 1          # the WR_W issued in this cycle
+        busy.append(bin(o.busy).count("1"))
         return o
+    mm.step = step
+    tr = mm.run(cmds)
+    nz = [i for i, x in enumerate(busy) if x]
+    f, l, w = nz[0], nz[-1], last_ww[0]
+    idle_load = sum(B - x for x in busy[f:min(l, w) + 1]) if w >= f else 0
+    idle_after = sum(B - x for x in busy[max(f, w + 1):l + 1])
+    return dict(cycles=tr.cycles, busy_bank_cycles=sum(busy), first_busy=f, last_busy=l,
+                last_wr_w_issue=w, prologue_cycles=f, epilogue_cycles=tr.cycles - l - 1,
+                idle_bank_cycles_while_loading=idle_load, idle_bank_cycles_after_load=idle_after,
+                util_window=sum(busy) / ((l - f + 1) * B), util_total=sum(busy) / (tr.cycles * B))
 
 
 def part2(seed: int, n_q=(32, 64), head_dim: int = 128) -> dict:
@@ -242,7 +344,8 @@ def part2(seed: int, n_q=(32, 64), head_dim: int = 128) -> dict:
     K = rng.integers(-128, 128, (B * MACRO.n_out, head_dim))
     Qs = {n: rng.integers(-128, 128, (n, head_dim)) for n in n_q}
     out = dict(channel=CHAN.tag, head_dim=head_dim, n_keys=int(K.shape[0]), n_q=list(n_q),
-               kt_n=math.ceil(head_dim / MACRO.n_in), rows=[])
+               kt_n=math.ceil(head_dim / MACRO.n_in), inorder_mac_cycles=MACRO.x_bits
+               + MACRO.tree_stages + 2, rows=[])
 
     def programs(cp):
         for name in ("qk_stream_program", "reordered (bench)"):
@@ -261,8 +364,7 @@ def part2(seed: int, n_q=(32, 64), head_dim: int = 128) -> dict:
                 yield name, n, cmds, load, exp, dec, counts
 
     jobs = [(dcs, *pg) for dcs in (False, True) for pg in programs(_with_dcs(CHAN, dcs))]
-    runs = {}
-    loads = {}
+    runs, loads, prof = {}, {}, {}
     for dcs, name, n, cmds, load, exp, dec, counts in _tqdm(jobs, desc="QK^T stream (RTL)",
                                                             unit="run"):
         cp = _with_dcs(CHAN, dcs)
@@ -276,6 +378,11 @@ def part2(seed: int, n_q=(32, 64), head_dim: int = 128) -> dict:
             _check(rl, "load-only")
             loads[key] = rl["cycles"]
         runs[(dcs, name, n)] = (r["cycles"], sum(r["busy_cycles"]), counts, r["cycles_per_s"])
+        if n == n_q[-1]:
+            pf = cycle_profile(cp, cmds)
+            if (pf["cycles"], pf["busy_bank_cycles"]) != (r["cycles"], sum(r["busy_cycles"])):
+                raise RuntimeError("cycle_profile: model re-run differs from the lockstep run")
+            prof[key] = pf
     for dcs in (False, True):
         for name in ("qk_stream_program", "reordered (bench)"):
             n1, n2 = n_q
@@ -289,59 +396,8 @@ def part2(seed: int, n_q=(32, 64), head_dim: int = 128) -> dict:
                 cycles_per_query=(c2 - c1) / (n2 - n1),
                 ideal_cycles_per_query=out["kt_n"] * MACRO.x_bits,
                 cmds_per_query=(cnt["mac"] + cnt["wr_inp"] + cnt["rd_out"]) / n2,
-                macs_per_query=cnt["mac"] / n2, lockstep_cps=cps))
-    # what-if in the model only: stale dependency-table slots cleared
-    for name in ("qk_stream_program", "reordered (bench)"):
-        res = {}
-        for n in n_q:
-            if name == "qk_stream_program":
-                cmds = qk_stream_program(CHAN, K, Qs[n]).cmds
-            else:
-                cmds = reordered_qk_stream(CHAN, K, Qs[n])[0]
-            tr = _FreshTableModel(CHAN).run(cmds)
-            res[n] = (tr.cycles, sum(tr.busy_cycles))
-        (c1, b1), (c2, b2) = res[n_q[0]], res[n_q[1]]
-        out["rows"].append(dict(sched="DCS", program=name,
-                                where="model what-if: stale table slots cleared",
-                                cycles=c2, util_marginal=(b2 - b1) / ((c2 - c1) * B),
-                                cycles_per_query=(c2 - c1) / (n_q[1] - n_q[0]),
-                                ideal_cycles_per_query=out["kt_n"] * MACRO.x_bits))
-    out["alias_example"] = alias_example()
-    return out
-
-
-def alias_example(rtl: bool = True) -> dict:
-    """Minimal reproducer of a false dependency from a stale dependency-table slot.  Both the
-    model and the RTL follow docs/channel.md, which records a table slot as a dependency if
-    its id is pending *now*, even when that id has since been reused by an unrelated command.
-    Tiny channel (2 banks, 2 GBuf entries).  Returns the issue cycle of a bank-1 MAC whose
-    input was written long ago: with ``W - 1`` fillers its GBuf slot's stale id 0 has been
-    reused by a bank-0 MAC (false dependency), with ``W - 2`` fillers it has not (control)."""
-    from tb.build import run_channel_lockstep
-    cp = ChannelParams(MacroParams(n_in=8, n_out=4, w_bits=4, x_bits=4, n_acc=2, tree_stages=0),
-                       n_banks=2, n_gbuf=2, q_depth=4, dcs=True)
-    W, m = cp.window, cp.macro
-    z = pack_vec([1] * m.n_in, m.x_bits)
-    out = dict(params=cp.tag, window=W)
-    for case, nfill in (("aliased", W - 1), ("control", W - 2)):
-        cmds = [(encode(cp, Op.WR_INP, g=1, data=z), 0)]             # id 0: gw[1] = (1, 0)
-        cmds += [(encode(cp, Op.WR_INP, g=0, data=z), 0)] * nfill     # ids 1 .. nfill
-        cmds.append((encode(cp, Op.MAC, bank=0, set=0, g=0, o=0, acc=0), 0))  # id nfill+1 mod W
-        cmds.append((encode(cp, Op.MAC, bank=1, set=0, g=1, o=0, acc=0), 0))
-        issue = {}
-
-        def probe(mm, c, o, issue=issue):
-            for b, q in enumerate(mm._macq):
-                if q and b not in issue:
-                    issue[b] = c          # first cycle after the issue edge
-        tr = ChannelModel(cp).run(cmds, probe=probe)
-        d = dict(bank0_mac_issued=issue[0] - 1, bank1_mac_issued=issue[1] - 1,
-                 cycles_model=tr.cycles)
-        if rtl:
-            r = run_channel_lockstep(cp, cmds, seed=0, label="ctl_alias")
-            _check(r, "alias reproducer")
-            d["cycles_rtl"] = r["cycles"]
-        out[case] = d
+                macs_per_query=cnt["mac"] / n2,
+                profile=prof[(dcs, name)], lockstep_cps=cps))
     return out
 
 
@@ -414,29 +470,118 @@ def render(res: dict) -> str:
         for r in b1["rows"]:
             L.append(f"| {r['partition']} | {r['step_cycles']} | {_f(r['mac_util'])} | "
                      + ", ".join(_f(x, 2) for x in r["chan_util_per_channel"]) + " |")
+        cr = p1.get("capacity_rtl")
+        if cr:
+            ac = cr["accounting"]
+            L += ["", "### 1b. Capacity, DPA vs static (as PIMphony measures it)", "",
+                  f"**(a) RTL** (module `{cr['config']}`, TCP, DCS): mix {cr['mix']} -> "
+                  f"requests {cr['requests']}; static reserves max_context="
+                  f"{cr['mix']['max_context']} tokens per request, DPA only the live tokens. "
+                  "Capacity = live KV bytes / bytes of the pages the program MAPs on the RTL "
+                  "(page = one 16x16 8-bit tile in each of the 4 channels, 1 KB: K holds 16 "
+                  "tokens x 4 channels). Step cycles = RTL(program) - RTL(setup), lockstep.", "",
+                  "| alloc | QK^T | capacity util | mapped pages (of "
+                  f"{CFG.n_pages}) | step cycles | MAC util | exact |",
+                  "|---|---|---:|---:|---:|---:|---|"]
+            for r in cr["rows"]:
+                lp = "LOOP over tok[rid]" if r["loop"] else "unrolled"
+                if not r["fits"]:
+                    L.append(f"| {r['alloc']} | {lp} | does not fit: {r['why']} | | | | |")
+                    continue
+                L.append(f"| {r['alloc']} | {lp} | {_f(r['cap_util'])} | {r['mapped_pages']} | "
+                         f"{r['step_cycles']} | {_f(r['mac_util'])} | {r['exact']} |")
+            L += ["", f"Page accounting (`tcp_pages`) of the same mix gives static "
+                      f"{_f(ac['static'])} ({ac['static_pages']} pages), DPA {_f(ac['dpa'])} "
+                      f"({ac['dpa_pages']} pages): identical to the RTL program's page table "
+                      "(checked in the bench), which validates the accounting used in (b)."]
+        ca = p1.get("capacity_accounting")
+        if ca:
+            L += ["", f"**(b) Page accounting only, no RTL** (benchmark scale): one request per "
+                      f"benchmark at its mean length {dict(zip(ca['benchmarks'], ca['tokens']))} "
+                      f"(ANCHORS.md); static reserves {ca['max_context']:,} tokens (128K) per "
+                      "request; TCP pages as in model/attention.py (`tcp_pages`; K: n_out tokens "
+                      "x channels per page, V: n_in tokens x channels). Per KV head (the same "
+                      "for every head and layer). PIMphony: static 0.362 (0.310-0.405), "
+                      "dynamic 0.756 (secondary).", "",
+                      "| scale | page | static util | DPA util | DPA util, 1 MB chunks per KV "
+                      "head | per request static / DPA |",
+                      "|---|---|---:|---:|---:|---|"]
+            for row in ca["scales"]:
+                pg, ch = row["page"], row.get("chunk")
+                per = "; ".join(f"{b} {_f(x['static'], 2)} / {_f(x['dpa'], 3)}"
+                                for b, x in zip(ca["benchmarks"], pg["per_request"]))
+                L.append(f"| {row['name']} | {pg['page_bytes'] // 1024} KB, "
+                         f"{pg['tokens_per_k_page']} tokens/K page | {_f(pg['static'])} | "
+                         f"{_f(pg['dpa'])} | {_f(ch['dpa']) if ch else '-'} | {per} |")
+            L += ["", "Static utilisation is sum(T) / (4 x 128K) whatever the page size (0.270 "
+                      "for these means; PIMphony's 0.362 averages its own length "
+                      "distributions); DPA only loses the last partly filled page (or chunk) "
+                      "of each request."]
     p2 = res.get("part2")
     if p2:
         L += ["", f"## 2. Long QK^T stream on one channel `{p2['channel']}`", "",
               f"head_dim {p2['head_dim']} ({p2['kt_n']} k-tiles), {p2['n_keys']} resident keys, "
-              f"n_q {p2['n_q']}. util(minus load) = busy / ((cycles(program) - cycles(load-only))"
-              " x banks); util(marginal) = d busy / (d cycles x banks) between the two n_q "
-              "(pure steady state). PIMphony in-order baseline: 0.147 (head_dim 128).", "",
-              "| where | scheduler | program | cycles | util (minus load) | util (marginal) |"
-              " cycles/query (ideal) | cmds/query |",
-              "|---|---|---|---:|---:|---:|---:|---:|"]
+              f"n_q {p2['n_q']}. All rows RTL (lockstep). util (marginal) = d busy / (d cycles x "
+              "banks) between the two n_q: pure steady state. util (MAC window) = busy / "
+              "((last - first busy cycle + 1) x banks) at the larger n_q. util (minus load) = "
+              "busy / ((cycles(program) - cycles(load-only)) x banks): it can exceed 1 when "
+              "the program overlaps weight loads with compute. PIMphony in-order baseline: "
+              "0.147 (head_dim 128).", "",
+              "| scheduler | program | cycles | util (marginal) | util (MAC window) | "
+              "util (minus load) | cycles/query (ideal) | cmds/query |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in p2["rows"]:
-            L.append(f"| {r['where']} | {r['sched']} | {r['program']} | {r['cycles']} | "
-                     f"{_f(r.get('util_minus_load'))} | {_f(r['util_marginal'])} | "
+            pf = r.get("profile", {})
+            L.append(f"| {r['sched']} | {r['program']} | {r['cycles']} | "
+                     f"**{_f(r['util_marginal'])}** | {_f(pf.get('util_window'))} | "
+                     f"{_f(r.get('util_minus_load'))} | "
                      f"{_f(r['cycles_per_query'], 1)} ({r['ideal_cycles_per_query']}) | "
                      f"{_f(r.get('cmds_per_query'), 0)} |")
-        a = p2["alias_example"]
-        L += ["", f"False-dependency reproducer (`{a['params']}`, W={a['window']}): the "
-                  "bank-1 MAC (input written long ago) issues at cycle "
-                  f"{a['aliased']['bank1_mac_issued']} when its stale GBuf slot id was reused by "
-                  f"the bank-0 MAC issued at {a['aliased']['bank0_mac_issued']}, vs "
-                  f"{a['control']['bank1_mac_issued']} (bank-0 at "
-                  f"{a['control']['bank0_mac_issued']}) when it was not; run cycles RTL "
-                  f"{a['aliased'].get('cycles_rtl')} vs {a['control'].get('cycles_rtl')}."]
+        B = CHAN.n_banks
+        L += ["", f"Where the bank-cycles go at n_q={p2['n_q'][-1]} (per-cycle `busy` of the "
+                  "run; the lockstep checks it against the RTL every cycle):", "",
+              "| scheduler | program | cycles | busy bank-cycles | prologue (no MAC yet) | "
+              "idle in MAC window while loading K | idle in window after load | epilogue |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in p2["rows"]:
+            pf = r.get("profile")
+            if not pf:
+                continue
+            L.append(f"| {r['sched']} | {r['program']} | {pf['cycles']} | "
+                     f"{pf['busy_bank_cycles']} | {pf['prologue_cycles']} cyc | "
+                     f"{pf['idle_bank_cycles_while_loading']} bank-cyc | "
+                     f"{pf['idle_bank_cycles_after_load']} bank-cyc | "
+                     f"{pf['epilogue_cycles']} cyc |")
+        ino = next((r for r in p2["rows"] if r["sched"] == "in-order"), None)
+        if ino:
+            X, mc = MACRO.x_bits, p2["inorder_mac_cycles"]
+            macs, io = ino["macs_per_query"], ino["cmds_per_query"] - ino["macs_per_query"]
+            L += ["", f"* In-order: each MAC holds the channel for X+P+2 = {mc} cycles (issue to "
+                      f"OBuf write) and every I/O command for 1, so a query costs {macs:.0f} x "
+                      f"{mc} + {io:.0f} = {macs * mc + io:.0f} cycles in which each bank computes "
+                      f"{macs / B:.0f} x {X} = {macs / B * X:.0f}: "
+                      f"{macs / B * X / (macs * mc + io):.3f}."]
+        dr = [r for r in p2["rows"] if r["sched"] == "DCS" and r.get("profile")]
+        for r in dr:
+            pf = r["profile"]
+            lost = pf["cycles"] * B - pf["busy_bank_cycles"]
+            L.append(f"* DCS, {r['program']}: steady state {_f(r['util_marginal'])} "
+                     f"({_f(r['cycles_per_query'], 1)} cycles/query = {p2['kt_n']} k-tiles x "
+                     f"{MACRO.x_bits} bit cycles per bank; the {r['cmds_per_query'] - r['macs_per_query']:.0f}"
+                     f" I/O commands per query issue from the I/O queue in parallel). "
+                     f"Of the {lost} idle bank-cycles of the whole run: prologue "
+                     f"{pf['prologue_cycles']} x {B} = {pf['prologue_cycles'] * B}, "
+                     f"{pf['idle_bank_cycles_while_loading']} while the K tiles are still being "
+                     f"written, {pf['idle_bank_cycles_after_load']} after, epilogue "
+                     f"{pf['epilogue_cycles']} x {B} = {pf['epilogue_cycles'] * B}.")
+        L += ["* The library builder overlaps the K-tile loads (one WR_W per cycle, "
+              f"{B} x {MACRO.n_sets} x {MACRO.n_in} rows) with the first queries: MACs start "
+              "early but wait for their set's rows and share the I/O queue with the loads; the "
+              "reordered program loads everything first and then never idles. Both lose only "
+              "fixed start-up/drain cycles, so the whole-run utilisation tends to the marginal "
+              "one as the stream grows; the epilogue is the last MAC's result latency "
+              f"(X+P+1 = {MACRO.x_bits + MACRO.tree_stages + 1}), the OBuf write, the last "
+              "RD_OUT and the driver's 2-cycle tail."]
     p3 = res.get("part3")
     if p3:
         L += ["", f"## 3. Robustness: random host commands, module `{p3['config']}`", "",
