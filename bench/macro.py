@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from model.spec import MacroParams
+from model.stimulus import Stimulus
 from tb import trace
 from tb.stimgen import random_stimulus
 
@@ -30,20 +31,6 @@ def long_stimulus(p: MacroParams, cycles: int, seed: int):
     n_req = max(16, cycles // p.x_bits + 1)
     return random_stimulus(p, seed, n_req=n_req, n_wr=n_req // 4, ready_p=0.9, gap_p=0.1,
                            max_gap=4, dep_p=0.05)
-
-
-def _lockstep_fn():
-    for mod in ("tb.lockstep", "tb.build"):
-        try:
-            m = __import__(mod, fromlist=["run_lockstep"])
-        except Exception as e:  # noqa: BLE001 - report, don't fail the bench
-            err = f"{mod}: import failed: {e!r}"
-            continue
-        fn = getattr(m, "run_lockstep", None)
-        if callable(fn):
-            return fn, f"{mod}.run_lockstep"
-        err = f"{mod} has no run_lockstep"
-    return None, err
 
 
 def main(argv=None) -> int:
@@ -101,26 +88,19 @@ def main(argv=None) -> int:
     if args.no_lockstep:
         res["lockstep"] = {"skipped": "--no-lockstep"}
     else:
-        fn, where = _lockstep_fn()
-        if fn is None:
-            res["lockstep"] = {"skipped": f"no run_lockstep available ({where})"}
-        else:
-            lstim = long_stimulus(p, args.lockstep_cycles, args.seed + 1)
-            print(f"[bench] lockstep via {where}: {len(lstim.req)} req (build may take minutes)",
-                  flush=True)
-            try:
-                t0 = time.perf_counter()
-                fn(p, lstim.__class__(p, lstim.wr[:0], lstim.req[:0], seed=1), label="bench_warm")
-                warm = time.perf_counter() - t0
-                ls = fn(p, lstim, label="bench")
-                res["lockstep"] = {"via": where, "ok": ls.get("ok"), "cycles": ls["cycles"],
-                                   "wall_s": ls["wall_s"],
-                                   "cycles_per_s": ls["cycles"] / ls["wall_s"],
-                                   "process_s": ls.get("sim_total_s"),
-                                   "build_and_warmup_s": round(warm, 2),
-                                   "mismatch": ls.get("mismatch")}
-            except Exception as e:  # noqa: BLE001
-                res["lockstep"] = {"via": where, "skipped": f"run failed: {e!r}"[:2000]}
+        from tb.build import run_lockstep
+        lstim = long_stimulus(p, args.lockstep_cycles, args.seed + 1)
+        print(f"[bench] lockstep: {len(lstim.req)} requests (the build may take minutes)",
+              flush=True)
+        t0 = time.perf_counter()
+        run_lockstep(p, Stimulus(p, seed=1), label="bench_warm")   # build + simulator start
+        warm = time.perf_counter() - t0
+        ls = run_lockstep(p, lstim, label="bench")
+        res["lockstep"] = {"via": "tb.build.run_lockstep", "ok": ls["ok"],
+                           "cycles": ls["cycles"], "wall_s": ls["wall_s"],
+                           "cycles_per_s": ls["cycles"] / ls["wall_s"],
+                           "process_s": ls.get("sim_total_s"),
+                           "build_and_warmup_s": round(warm, 2), "mismatch": ls["mismatch"]}
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "macro.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
