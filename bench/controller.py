@@ -574,14 +574,29 @@ def render(res: dict) -> str:
                      f"{pf['idle_bank_cycles_while_loading']} while the K tiles are still being "
                      f"written, {pf['idle_bank_cycles_after_load']} after, epilogue "
                      f"{pf['epilogue_cycles']} x {B} = {pf['epilogue_cycles'] * B}.")
-        L += ["* The library builder overlaps the K-tile loads (one WR_W per cycle, "
-              f"{B} x {MACRO.n_sets} x {MACRO.n_in} rows) with the first queries: MACs start "
-              "early but wait for their set's rows and share the I/O queue with the loads; the "
-              "reordered program loads everything first and then never idles. Both lose only "
-              "fixed start-up/drain cycles, so the whole-run utilisation tends to the marginal "
-              "one as the stream grows; the epilogue is the last MAC's result latency "
-              f"(X+P+1 = {MACRO.x_bits + MACRO.tree_stages + 1}), the OBuf write, the last "
-              "RD_OUT and the driver's 2-cycle tail."]
+        lib = next((r for r in dr if r["program"] == "qk_stream_program"), None)
+        reo = next((r for r in dr if r["program"] != "qk_stream_program"), None)
+        nww = B * MACRO.n_sets * MACRO.n_in
+        if lib and reo:
+            pl, pr = lib["profile"], reo["profile"]
+            first = max(1, MACRO.n_acc // 2)
+            L += [f"* So at DCS the steady state is full; what remains is one-off. The K load is "
+                  f"{nww} WR_Ws at one I/O command per cycle. The reordered program writes all of "
+                  f"it before its first MAC (prologue {pr['prologue_cycles']} cycles), then its "
+                  f"banks idle only {pr['idle_bank_cycles_after_load']} bank-cycles: MACs leave the "
+                  f"single compute queue one per cycle, so the {B} banks start (and finish) 0..{B - 1}"
+                  f" cycles apart. The library builder starts computing after "
+                  f"{pl['prologue_cycles']} cycles and overlaps the rest of the load (until cycle "
+                  f"{pl['last_wr_w_issue']}) with its first batch, but that batch is only "
+                  f"n_acc/2 = {first} queries (each holds an OBuf entry per bank until its "
+                  f"{p2['kt_n']} k-tiles are done), i.e. {first} x {MACRO.x_bits} busy cycles per "
+                  f"bank per set slot against ~{B * MACRO.n_in} cycles to load the next slot: "
+                  f"{pl['idle_bank_cycles_while_loading']} idle bank-cycles during the load. It "
+                  f"still ends first ({pl['cycles']} vs {pr['cycles']} cycles). Whole-run "
+                  f"utilisation at n_q={p2['n_q'][-1]}: {_f(pl['util_total'])} (library), "
+                  f"{_f(pr['util_total'])} (reordered); it tends to the marginal one as the "
+                  "stream grows. Epilogue: the last result P+1 cycles after the last bit, the "
+                  "OBuf write, the last RD_OUT and the driver's 2-cycle tail."]
     p3 = res.get("part3")
     if p3:
         L += ["", f"## 3. Robustness: random host commands, module `{p3['config']}`", "",
