@@ -493,7 +493,15 @@ def render(res: dict) -> str:
             L += ["", f"Page accounting (`tcp_pages`) of the same mix gives static "
                       f"{_f(ac['static'])} ({ac['static_pages']} pages), DPA {_f(ac['dpa'])} "
                       f"({ac['dpa_pages']} pages): identical to the RTL program's page table "
-                      "(checked in the bench), which validates the accounting used in (b)."]
+                      "(checked in the bench), which validates the accounting used in (b). "
+                      "Static vs DPA does not change the step: both compute only the live tokens "
+                      "(unrolled, or LOOP trip count = ceil(tok / tokens per iteration)); DPA "
+                      f"leaves {ac['static_pages'] - ac['dpa_pages']} of the {CFG.n_pages} pages "
+                      "free. DPA stays below 1 here because a page holds "
+                      f"{ac['tokens_per_k_page']} tokens and these requests only "
+                      f"{min(cr['tokens'])}-{max(cr['tokens'])}: each request's last, partly "
+                      "filled K and V pages are a large share of its pages; at benchmark scale "
+                      "(b) they are not."]
         ca = p1.get("capacity_accounting")
         if ca:
             L += ["", f"**(b) Page accounting only, no RTL** (benchmark scale): one request per "

@@ -110,10 +110,12 @@ class DimcMacro(wiring.Component):
     """
 
     def __init__(self, params: MacroParams, *, fault: str | None = None):
+        self._MustUse__silence = True     # not an unused design if the checks below raise
         if not isinstance(params, MacroParams):
             raise TypeError(f"DimcMacro: params must be MacroParams, not {params!r}")
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"DimcMacro: unknown fault {fault!r} (known: {', '.join(FAULTS)})")
+        self._MustUse__silence = False
         self.params = params
         self.fault = fault
         super().__init__({
