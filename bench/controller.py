@@ -43,7 +43,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # Module under test: 16x16 8-bit macros, 8 weight sets (pages) per macro, 4 banks, 4 channels.
 # n_sets = 8 (not 2): a page holds only 16 tokens x 16 dims, and HFP reserves a request's page
 # in every channel (module-wide page table), so with 2 sets no mix of >= 2 requests fits.
-MACRO = MacroParams(n_in=16, n_out=16, w_bits=8, x_bits=8, n_sets=8, n_acc=4, tree_stages=1)
+MACRO = MacroParams(n_in=16, n_out=16, w_bits=8, x_bits=8, n_sets=8, n_acc=8, tree_stages=1)
 CHAN = ChannelParams(MACRO, n_banks=4, n_gbuf=16, q_depth=8, dcs=True)
 CFG = ModuleParams(CHAN, n_ch=4, n_vpages=64, n_req=4, fifo_depth=16, loop_len=8)
 # workload of part 1 (scaled LongBench/LV-Eval means; Llama-like GQA group of 4 query heads)
@@ -182,6 +182,19 @@ def part1(seed: int) -> dict:
         r = run_step(p, one, part, "dpa", seed, label=f"ctl_b1_{part}")
         r.update(partition=part, sched="DCS", alloc="dpa")
         out["batch1"]["rows"].append(r)
+    # Llama-3.1-8B attention shape (head_dim 128, GQA group of 4 query heads per KV head), TCP
+    L8 = dict(T=128, head_dim=128, group=4)
+    llama = A.llama_shaped_decode(contexts=(L8["T"],), head_dim=L8["head_dim"],
+                                  group=L8["group"], kv_heads=1, seed=seed)
+    out["llama8b"] = dict(L8, rows=[])
+    for dcs in (False, True):
+        try:
+            r = run_step(_with_dcs(CFG, dcs), llama, "TCP", "dpa", seed,
+                         label=f"ctl_l8_{int(dcs)}")
+        except ValueError as e:
+            r = dict(fits=False, why=str(e))
+        r.update(partition="TCP", sched="DCS" if dcs else "in-order", alloc="dpa")
+        out["llama8b"]["rows"].append(r)
     out["capacity_rtl"] = capacity_rtl(seed)
     out["capacity_accounting"] = capacity_accounting()
     return out
@@ -470,6 +483,18 @@ def render(res: dict) -> str:
         for r in b1["rows"]:
             L.append(f"| {r['partition']} | {r['step_cycles']} | {_f(r['mac_util'])} | "
                      + ", ".join(_f(x, 2) for x in r["chan_util_per_channel"]) + " |")
+        l8 = p1.get("llama8b")
+        if l8:
+            L += ["", f"Llama-3.1-8B attention shape (head_dim {l8['head_dim']}, GQA group "
+                      f"{l8['group']}, T={l8['T']}, TCP, DPA; synthetic data):", "",
+                  "| scheduler | step cycles | MAC util | channel util | exact | cosine vs float |",
+                  "|---|---:|---:|---:|---|---:|"]
+            for r in l8["rows"]:
+                if not r.get("fits", True):
+                    L.append(f"| {r['sched']} | does not fit: {r['why']} | | | | |")
+                    continue
+                L.append(f"| {r['sched']} | {r['step_cycles']} | {_f(r['mac_util'])} | "
+                         f"{_f(r['chan_util'])} | {r['exact']} | {_f(r.get('cosine_vs_float'), 4)} |")
         cr = p1.get("capacity_rtl")
         if cr:
             ac = cr["accounting"]
