@@ -92,6 +92,35 @@ def _tile_rows(Wm: np.ndarray, c0: int, k0: int, m) -> list[tuple[int, np.ndarra
     return rows
 
 
+def _place(name: str, Wm: np.ndarray, p: ChannelParams) -> tuple[int, int, int, dict]:
+    """Place ``Wm`` [N, K] (N outputs, K reduction) on the channel's banks: output block j
+    (outputs j*n_out ..) lives on bank j % n_banks, its k-tiles in consecutive sets
+    (slot = (j // n_banks) * k_tiles + kt), so the k-tiles accumulate in place.
+
+    Returns (k_tiles, n_blocks, blocks per bank, loads {slot: [(bank, slot, row, values)]});
+    ValueError if the weights need more sets than a bank has or would wrap the accumulator.
+    """
+    m = p.macro
+    N, K = Wm.shape
+    kt_n, nb_n = math.ceil(K / m.n_in), math.ceil(N / m.n_out)
+    per_bank = math.ceil(nb_n / p.n_banks)
+    if per_bank * kt_n > m.n_sets:
+        raise ValueError(f"{name}: {nb_n} output blocks x {kt_n} k-tiles need "
+                         f"{per_bank * kt_n} sets per bank, the channel has {m.n_sets} "
+                         f"({m.n_sets} x {m.n_in} x {m.n_out} weights per bank)")
+    if kt_n > 2 ** m.acc_guard:
+        raise ValueError(f"{name}: {kt_n} k-tiles would wrap the accumulator")
+    loads: dict = {}
+    for j in range(nb_n):
+        b, jl = j % p.n_banks, j // p.n_banks
+        for kt in range(kt_n):
+            slot = jl * kt_n + kt
+            loads.setdefault(slot, [])
+            for r, v in _tile_rows(Wm, j * m.n_out, kt * m.n_in, m):
+                loads[slot].append((b, slot, r, v))
+    return kt_n, nb_n, per_bank, loads
+
+
 def _schedule(bld: _Builder, loads: dict, groups: list, ratio: int | None = None):
     """Emit the program.
 
@@ -193,23 +222,8 @@ def gemv_program(p: ChannelParams, Wq, x, *, gap: int = 0, ratio: int | None = N
     _check_range("x", X, m.x_bits)
     N, K = Wq.shape
     T = X.shape[0]
-    kt_n, nt_n = math.ceil(K / m.n_in), math.ceil(N / m.n_out)
-    n_local = math.ceil(nt_n / p.n_banks)          # n-tiles per bank
-    if n_local * kt_n > m.n_sets:
-        raise ValueError(f"gemv_program: {nt_n} n-tiles x {kt_n} k-tiles need {n_local * kt_n} "
-                         f"sets per bank, the channel has {m.n_sets} "
-                         f"({m.n_sets} x {m.n_in} x {m.n_out} weights per bank)")
-    if kt_n > 2 ** m.acc_guard:
-        raise ValueError(f"gemv_program: {kt_n} k-tiles would wrap the accumulator")
+    kt_n, nt_n, n_local, loads = _place("gemv_program", Wq, p)   # n_local: n-tiles per bank
     bld = _Builder(p, gap)
-    loads = {}
-    for j in range(nt_n):
-        b, jl = j % p.n_banks, j // p.n_banks
-        for kt in range(kt_n):
-            slot = jl * kt_n + kt
-            loads.setdefault(slot, [])
-            for r, v in _tile_rows(Wq, j * m.n_out, kt * m.n_in, m):
-                loads[slot].append((b, slot, r, v))
     groups, gnext = [], 0
     entry = {}
     # compute order: per set slot (n-tile-local jl, k-tile kt), every token, every bank
@@ -277,23 +291,8 @@ def qk_stream_program(p: ChannelParams, K, q, *, gap: int = 0, ratio: int | None
     _check_range("q", Qm, m.x_bits)
     n_keys, hd = K.shape
     n_q = Qm.shape[0]
-    kt_n, kb_n = math.ceil(hd / m.n_in), math.ceil(n_keys / m.n_out)
-    bpb = math.ceil(kb_n / p.n_banks)               # key blocks per bank
-    if bpb * kt_n > m.n_sets:
-        raise ValueError(f"qk_stream_program: {n_keys} keys x head_dim {hd} need {bpb * kt_n} "
-                         f"sets per bank, the channel has {m.n_sets} "
-                         f"({m.n_sets} x {m.n_in} x {m.n_out} weights per bank)")
-    if kt_n > 2 ** m.acc_guard:
-        raise ValueError(f"qk_stream_program: {kt_n} k-tiles would wrap the accumulator")
+    kt_n, kb_n, bpb, loads = _place("qk_stream_program", K, p)   # bpb: key blocks per bank
     bld = _Builder(p, gap)
-    loads = {}
-    for kb in range(kb_n):
-        b, bl = kb % p.n_banks, kb // p.n_banks
-        for kt in range(kt_n):
-            slot = bl * kt_n + kt
-            loads.setdefault(slot, [])
-            for r, v in _tile_rows(K, kb * m.n_out, kt * m.n_in, m):
-                loads[slot].append((b, slot, r, v))
     # queries in batches whose OBuf entries fit in half the result file (the other half is
     # being read out); per batch: key-block slot, k-tile, query, bank (innermost), so the
     # first batch computes on slot s while the next slot is loaded
