@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from .isa import ChannelParams, Op, cmd_fields, out_fields
 from .macro import MacroModel, state_diff as macro_state_diff
-from .spec import req_fields, unpack_vec, wr_fields
+from .spec import req_fields, wr_fields
 from .stimulus import TAIL, Source, Beat, ready_at
 
 __all__ = ["ChannelModel", "ChanOut", "ChannelTrace", "channel_state_diff"]
@@ -164,15 +164,18 @@ class ChannelModel:
             "macros": [mm.state() for mm in self.macros],
         }
 
-    def obuf_values(self, bank: int, o: int) -> list[int]:
-        """OBuf (bank, o) as signed integers."""
-        m = self.params.macro
-        return unpack_vec(self._obuf[bank][o], m.n_out, m.acc_width)
+    # --- outputs that depend only on the registers (the module's dispatcher needs them
+    # before it decides what to drive) ----------------------------------------------------
+    def peek_cmd_ready(self, op: int) -> int:
+        """``cmd.ready`` this cycle for a command with opcode ``op``."""
+        q = self._cq if op == int(Op.MAC) else self._ioq
+        return int(len(q) < self.params.q_depth and bool(self._done[self._nseq]))
 
-    @property
-    def in_flight(self) -> int:
-        """Commands issued and not done (MACs awaiting their result)."""
-        return sum(len(q) for q in self._macq)
+    def peek_out_valid(self) -> int:
+        return int(self._out_valid)
+
+    def peek_idle(self) -> int:
+        return int(not self._ioq and not self._cq and not any(self._macq))
 
     # --- one cycle ------------------------------------------------------------------------
     def _ready(self, e, out_valid, out_ready):

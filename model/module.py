@@ -51,34 +51,6 @@ _USES_RID = (_WR_W, _MAC, _RD_OUT, _MAP, _UNMAP, _SET_TOK, _LOOP)
 _USES_PT = (_WR_W, _MAC, _RD_OUT, _UNMAP)
 
 
-# ---- channel peek ----------------------------------------------------------------------------
-# PEEK SHIM (module model only; requested from the channel model's owner): the dispatcher needs
-# each channel's cmd.ready (for a given op), out.valid and idle *before* stepping it, and all
-# three depend only on the channel's registers.  If ChannelModel grows
-# ``peek_cmd_ready(op)``, ``peek_out_valid()`` and ``peek_idle()`` these are used; otherwise the
-# documented register-level definitions of docs/channel.md are read from its state directly.
-def _peek_cmd_ready(ch: ChannelModel, op: int) -> int:
-    f = getattr(ch, "peek_cmd_ready", None)
-    if f is not None:
-        return int(f(op))
-    q = ch._cq if op == int(Op.MAC) else ch._ioq
-    return 1 if (len(q) < ch.params.q_depth and ch._done[ch._nseq]) else 0
-
-
-def _peek_out_valid(ch: ChannelModel) -> int:
-    f = getattr(ch, "peek_out_valid", None)
-    if f is not None:
-        return int(f())
-    return int(ch._out_valid)
-
-
-def _peek_idle(ch: ChannelModel) -> int:
-    f = getattr(ch, "peek_idle", None)
-    if f is not None:
-        return int(f())
-    return 1 if not ch._ioq and not ch._cq and not any(ch._macq) else 0
-
-
 @dataclass
 class ModuleRun:
     """Result of :meth:`ModuleModel.run`.
@@ -181,7 +153,7 @@ class ModuleModel:
     def idle(self) -> int:
         """The ``idle`` output of the current cycle (pure)."""
         return int(not self._fifo and self._mode == NONE and not self._out_valid
-                   and all(_peek_idle(ch) and not _peek_out_valid(ch) for ch in self.channels))
+                   and all(ch.peek_idle() and not ch.peek_out_valid() for ch in self.channels))
 
     # --- checks ---------------------------------------------------------------------------
     def check(self, f: dict, replay: bool) -> int:
@@ -245,9 +217,9 @@ class ModuleModel:
         fifo = self._fifo
         mode = self._mode
         out_valid, out_payload = self._out_valid, self._out_payload
-        ch_idle = [_peek_idle(ch) for ch in chans]
+        ch_idle = [ch.peek_idle() for ch in chans]
         idle = int(not fifo and mode == NONE and all(ch_idle) and not out_valid
-                   and not any(_peek_out_valid(ch) for ch in chans))
+                   and not any(ch.peek_out_valid() for ch in chans))
 
         # ---- dispatch decision (registers at t)
         # action: None (nothing consumed) | "cap" | "rej" | "exec"
@@ -273,7 +245,7 @@ class ModuleModel:
                 elif op in _CH_OPS:
                     cop = int(HOST_CHANNEL_OPS[HostOp(op)])
                     cm = f["chmask"]
-                    if all(_peek_cmd_ready(chans[c], cop) for c in range(C) if cm >> c & 1):
+                    if all(chans[c].peek_cmd_ready(cop) for c in range(C) if cm >> c & 1):
                         action, ch_valid, ch_cmd = "exec", cm, self._chan_cmd(f)
                 else:
                     action = "exec"
@@ -282,7 +254,7 @@ class ModuleModel:
         take = -1
         if not out_valid or out_ready:
             for c in range(C):
-                if _peek_out_valid(chans[c]):
+                if chans[c].peek_out_valid():
                     take = c
                     break
 
@@ -293,7 +265,7 @@ class ModuleModel:
             o = ch.step(ch_valid >> c & 1, ch_cmd if ch_valid >> c & 1 else 0, int(c == take))
             busy |= o.busy << (c * nb)
             ch_out.append(o)
-            # the peeks must agree with the channel's own outputs (guards the PEEK SHIM)
+            # the peeks must agree with the channel's own outputs
             assert o.idle == ch_idle[c] and (not ch_valid >> c & 1 or o.cmd_ready) \
                 and (c != take or o.out_valid), f"channel {c} peek mismatch at {self.cycle}"
         self.last_chan_outs = ch_out

@@ -43,25 +43,6 @@ class Trace:
         """Packed payloads of the result beats, in order."""
         return [v for _, k, v in self.events if k == "res"]
 
-    def first_difference(self, other: "Trace") -> str | None:
-        """Human-readable first mismatch against ``other``, or None if equal."""
-        for i, (a, b) in enumerate(zip(self.events, other.events)):
-            if a != b:
-                fa = (a[0], a[1], hex(a[2]) if a[1] == "res" else a[2])
-                fb = (b[0], b[1], hex(b[2]) if b[1] == "res" else b[2])
-                return f"event {i}: {fa} != {fb}"
-        if len(self.events) != len(other.events):
-            n = min(len(self.events), len(other.events))
-            extra = (self.events if len(self.events) > n else other.events)[n]
-            return (f"event count {len(self.events)} != {len(other.events)} "
-                    f"(first extra: {extra[:2]})")
-        if self.cycles != other.cycles:
-            return f"cycles {self.cycles} != {other.cycles}"
-        if self.status != other.status:
-            return f"status {self.status} != {other.status}"
-        return None
-
-    # --- text format ----------------------------------------------------------------------
     def dumps(self) -> str:
         lines = ["cimphony-trace 1"]
         for c, k, v in self.events:

@@ -89,7 +89,7 @@ async def lockstep(dut):
         wr_h.value = wr_pay
     if req_pay:
         req_h.value = req_pay
-    model_pay = 0
+    model_pay = dut_pay = 0
     c = 0
     # Inputs of the next cycle are written straight into the simulator (deposit) from the
     # falling-edge wake-up, instead of through ``handle.value``, which queues them for a
@@ -111,7 +111,7 @@ async def lockstep(dut):
             mismatch = dict(cycle=c, signal=name, expected=e, actual=a)
             break
         if (obs >> OBS_CHG) & 1 or o.res_payload != model_pay:
-            dut_pay = int(h_res.get_signal_val_binstr(), 2)
+            dut_pay = int(h_res.get_signal_val_binstr(), 2)   # the DUT's, kept for results
             model_pay = o.res_payload
             if dut_pay != model_pay:
                 mismatch = dict(cycle=c, signal="res.payload", expected=hex(model_pay),
@@ -125,7 +125,7 @@ async def lockstep(dut):
             req_src.transferred(c)
         if o.res_valid and rr:
             n_res += 1
-            results.append(o.res_payload)
+            results.append(dut_pay)         # as read from the DUT (equal to the model's)
         if end_cycle is None and n_res == n_req_total and wr_src.done and req_src.done:
             end_cycle = c + TAIL
         if end_cycle is not None and c >= end_cycle:

@@ -73,7 +73,7 @@ async def run(dut, job: dict, model, spec: ProbeSpec, in_valid: str, *, has_read
     ctl = (cv << b_valid) | (rr << b_ready)
     ctl_h.value = ctl
     cmd_h.value = pay
-    model_out = 0
+    model_out = dut_out = 0
     t0 = time.perf_counter()
     while True:
         await edge
@@ -111,7 +111,7 @@ async def run(dut, job: dict, model, spec: ProbeSpec, in_valid: str, *, has_read
             idx += 1
             t_free = c + 1
         if o.out_valid and rr:
-            outs.append(o.out_payload)
+            outs.append(dut_out)            # as read from the DUT (equal to the model's)
         if end_cycle is not None and c >= end_cycle:
             break
         c += 1

@@ -243,7 +243,7 @@ def test_directed_timing(dcs):
             (encode(p, Op.MAC, bank=1, set=1, g=2, o=3), 0),
             (encode(p, Op.RD_OUT, bank=1, o=3), 0),
             (encode(p, Op.WR_INP, g=0, data=0), 0)]
-    issue, outv = {}, []
+    outv = []
 
     def probe(model, c, o):
         if o.out_valid:
@@ -278,7 +278,7 @@ _TINY = ChannelParams(MacroParams(n_in=8, n_out=4, w_bits=4, x_bits=4, n_acc=2, 
 def test_stale_table_slot_is_not_a_false_dependency():
     """docs/channel.md (Enqueue): a table slot whose command is done is invalidated at the next
     edge, so after its id is reused by an unrelated command, a reader of the slot does not wait
-    for that command.  (The scenario of the id-reuse scenario.)
+    for that command.
 
     cmd 0 = WR_INP g1 (id 0, gw[1] <= (1, 0)); cmds 1 .. W-1 = WR_INP g0 (ids 1 .. W-1);
     cmd W = MAC bank 0 from g0 (id 0 again, reused); cmd W+1 = MAC bank 1 from g1.

@@ -31,7 +31,8 @@ def test_random_streams_lockstep(dcs, seed):
 
 def test_qk_stream_dcs_beats_inorder_in_rtl(seed):
     """Attention scores as a MAC stream: exact results from both RTL builds, and DCS takes
-    fewer cycles with higher MAC utilisation (busy bank-cycles measured on the RTL)."""
+    fewer cycles with higher MAC utilisation (busy bank-cycles of the lockstep run, where the
+    RTL's busy outputs equal the model's every cycle)."""
     rng = np.random.default_rng(seed)
     K = rng.integers(-7, 8, (16, 8))      # 4 key blocks of 4 keys: every set of both banks
     q = rng.integers(-8, 8, (6, 8))
