@@ -13,31 +13,9 @@ from model.isa import ChannelParams, Op, cmd_fields, out_fields
 
 from .layouts import struct_layout
 from .macro import DimcMacro
+from .regfile import select, write
 
 __all__ = ["PimChannel"]
-
-
-def _select(m, name, index, items, width):
-    """``items[index]`` as one case statement (0 for an index past the end)."""
-    out = Signal(width, name=name)
-    with m.Switch(index):
-        for i, it in enumerate(items):
-            with m.Case(i):
-                m.d.comb += out.eq(it)
-        if len(items) < 1 << len(index):
-            with m.Default():
-                m.d.comb += out.eq(0)
-    return out
-
-
-def _write(m, index, items, value):
-    """At the clock edge: ``items[index] <= value`` (no write for an index past the end).
-
-    One ``If`` per entry (a ``Switch`` here becomes a per-register ``case`` without default
-    after yosys splits it, which Verilator flags as CASEINCOMPLETE)."""
-    for i, it in enumerate(items):
-        with m.If(index == i):
-            m.d.sync += it.eq(value)
 
 
 class _Fifo:
@@ -54,13 +32,13 @@ class _Fifo:
         self.wr = Signal(range(depth), name=f"{name}_wr")
         self.count = Signal(range(depth + 1), name=f"{name}_n")
         self.head = Signal(shape, name=f"{name}_head")
-        m.d.comb += self.head.eq(_select(m, f"{name}_rdata", self.rd, self.mem,
+        m.d.comb += self.head.eq(select(m, f"{name}_rdata", self.rd, self.mem,
                                          len(Value.cast(self.head))))
 
     def update(self, push, value, pop):
         m, d = self.m, self.depth
         with m.If(push):
-            _write(m, self.wr, self.mem, value)
+            write(m, self.wr, self.mem, value)
             m.d.sync += self.wr.eq(Mux(self.wr == d - 1, 0, self.wr + 1))
         with m.If(pop):
             m.d.sync += self.rd.eq(Mux(self.rd == d - 1, 0, self.rd + 1))
@@ -190,12 +168,12 @@ class PimChannel(wiring.Component):
         ]
         i_bs = Cat(c.set, c.bank)
         i_bo = Cat(c.o, c.bank)
-        d_gw = slot(_select(m, "d_gw", c.g, gw, slot.size))
-        d_gr = slot(_select(m, "d_gr", c.g, gr, slot.size))
-        d_ww = slot(_select(m, "d_ww", i_bs, ww, slot.size))
-        d_wr = slot(_select(m, "d_wr", i_bs, wr, slot.size))
-        d_ow = slot(_select(m, "d_ow", i_bo, ow, slot.size))
-        d_or = slot(_select(m, "d_orr", i_bo, orr, slot.size))
+        d_gw = slot(select(m, "d_gw", c.g, gw, slot.size))
+        d_gr = slot(select(m, "d_gr", c.g, gr, slot.size))
+        d_ww = slot(select(m, "d_ww", i_bs, ww, slot.size))
+        d_wr = slot(select(m, "d_wr", i_bs, wr, slot.size))
+        d_ow = slot(select(m, "d_ow", i_bo, ow, slot.size))
+        d_or = slot(select(m, "d_orr", i_bo, orr, slot.size))
 
         def pending(name, d):
             """The slot as a dependency: valid only if it names a command still pending."""
@@ -226,21 +204,21 @@ class PimChannel(wiring.Component):
         with m.If(enq):
             m.d.sync += nseq.eq(nseq + 1)
             with m.If(c.op == Op.WR_INP):
-                _write(m, c.g, gw, new_slot)
+                write(m, c.g, gw, new_slot)
             with m.If(c.op == Op.WR_W):
-                _write(m, i_bs, ww, new_slot)
+                write(m, i_bs, ww, new_slot)
             with m.If(c.op == Op.MAC):
-                _write(m, c.g, gr, new_slot)
-                _write(m, i_bs, wr, new_slot)
-                _write(m, i_bo, ow, new_slot)
+                write(m, c.g, gr, new_slot)
+                write(m, i_bs, wr, new_slot)
+                write(m, i_bo, ow, new_slot)
             with m.If(c.op == Op.RD_OUT):
-                _write(m, i_bo, orr, new_slot)
+                write(m, i_bo, orr, new_slot)
 
         # ---------------- issue ----------------
         ioh, cqh = ioq.head, cq.head
         out_valid = self.out.valid
         io_res_ok = (ioh.op != Op.RD_OUT) | ~out_valid | self.out.ready
-        mac_ready = _select(m, "mac_ready", cqh.bank, [mac.req.ready for mac in banks], 1)
+        mac_ready = select(m, "mac_ready", cqh.bank, [mac.req.ready for mac in banks], 1)
         io_go = Signal()
         cq_can = Signal()      # everything but the macro's req.ready (which it must not gate)
         cq_go = Signal()
@@ -277,7 +255,7 @@ class PimChannel(wiring.Component):
         cq.update(enq & is_mac, cq_in, cq_go)
 
         # MAC: drive macro b's req; x from one GBuf mux shared by all banks
-        x_sel = _select(m, "mac_x", cqh.g, gbuf, XW)
+        x_sel = select(m, "mac_x", cqh.g, gbuf, XW)
         for b, mac in enumerate(banks):
             m.d.comb += [
                 mac.req.valid.eq(cq_can & (cqh.bank == b)),
@@ -295,10 +273,10 @@ class PimChannel(wiring.Component):
 
         # WR_INP
         with m.If(io_go & (ioh.op == Op.WR_INP)):
-            _write(m, ioh.g, gbuf, ioh.data[:XW])
+            write(m, ioh.g, gbuf, ioh.data[:XW])
 
         # RD_OUT and the output register: one mux over the B*E OBuf entries
-        y_sel = _select(m, "obuf_rd", Cat(ioh.o, ioh.bank),
+        y_sel = select(m, "obuf_rd", Cat(ioh.o, ioh.bank),
                         [obuf[b][e] for b in range(B) for e in range(E)], YW)
         with m.If(io_go & (ioh.op == Op.RD_OUT)):
             m.d.sync += [
@@ -313,7 +291,7 @@ class PimChannel(wiring.Component):
         # ---------------- results ----------------
         for b, mac in enumerate(banks):
             with m.If(mac.res.valid):
-                _write(m, mac.res.payload.dst, obuf[b], mac.res.payload.y)
+                write(m, mac.res.payload.dst, obuf[b], mac.res.payload.y)
 
         # ---------------- done[W] ----------------
         for i in range(W):

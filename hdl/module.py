@@ -15,6 +15,7 @@ from model.isa import (HOST_CHANNEL_OPS, HostOp, ModErr, ModuleParams, host_fiel
 
 from .channel import PimChannel
 from .layouts import struct_layout
+from .regfile import select, write
 
 __all__ = ["PimModule"]
 
@@ -25,27 +26,6 @@ _NONE, _CAPTURE, _REPLAY = 0, 1, 2
 def _bits(n: int) -> int:
     """Bits of an index into ``n`` entries (at least 1)."""
     return max(1, (n - 1).bit_length())
-
-
-def _select(m, name, index, items, shape):
-    """``items[index]`` as one case statement (0 for an index past the end)."""
-    out = Signal(shape, name=name)
-    with m.Switch(index):
-        for i, it in enumerate(items):
-            with m.Case(i):
-                m.d.comb += out.eq(it)
-        if len(items) < 2 ** len(index):
-            with m.Default():                 # explicit (else Verilator CASEINCOMPLETE)
-                m.d.comb += out.eq(0)
-    return out
-
-
-def _write(m, index, items, value):
-    """At the clock edge: ``items[index] <= value`` (one ``If`` per entry, no write past the
-    end; a ``Switch`` here becomes per-register ``case`` without default, CASEINCOMPLETE)."""
-    for i, it in enumerate(items):
-        with m.If(index == i):
-            m.d.sync += it.eq(value)
 
 
 def _any(vals):
@@ -167,8 +147,8 @@ class PimModule(wiring.Component):
         lbuf = [Signal(HL, name=f"lbuf{i}", reset_less=True) for i in range(L)]
 
         # ---------------- command under the dispatcher ----------------
-        f_head = _select(m, "fifo_head", f_rd, fifo, HL)
-        l_cur = _select(m, "lbuf_cur", idx, lbuf, HL)
+        f_head = select(m, "fifo_head", f_rd, fifo, HL)
+        l_cur = select(m, "lbuf_cur", idx, lbuf, HL)
         none, capture, replay = mode == _NONE, mode == _CAPTURE, mode == _REPLAY
         f_nonempty = f_n != 0
         h = Signal(HL, name="h")
@@ -189,7 +169,7 @@ class PimModule(wiring.Component):
             return _any([op == int(o) for o in ops])
 
         ch_op = op_in(*HOST_CHANNEL_OPS)
-        pe = _select(m, "pte", vp_e[:_bits(V)], pt, pte)
+        pe = select(m, "pte", vp_e[:_bits(V)], pt, pte)
 
         bad_opcode = op >= len(HostOp)
         bad_field = _any([
@@ -268,15 +248,15 @@ class PimModule(wiring.Component):
         go = ok & consumed
         vpi = vp_e[:_bits(V)]
         with m.If(go & (op == HostOp.MAP)):
-            _write(m, vpi, pt, Cat(Const(1, 1), h.rid[:_bits(R)], h.pp[:PPB]))
+            write(m, vpi, pt, Cat(Const(1, 1), h.rid[:_bits(R)], h.pp[:PPB]))
         with m.If(go & (op == HostOp.UNMAP)):
             for v, e in enumerate(pt):
                 with m.If(vpi == v):
                     m.d.sync += e.valid.eq(0)
         with m.If(go & (op == HostOp.SET_TOK)):
-            _write(m, h.rid, tok, h.count)
+            write(m, h.rid, tok, h.count)
 
-        tok_r = _select(m, "tok_rid", h.rid, tok, 16)
+        tok_r = select(m, "tok_rid", h.rid, tok, 16)
         per_mask = Signal(16)
         with m.Switch(h.per):
             for k in range(16):
@@ -290,7 +270,7 @@ class PimModule(wiring.Component):
             m.d.sync += [mode.eq(_CAPTURE), cap.eq(0), n_lat.eq(h.n), vps.eq(h.vps),
                          os_.eq(h.os), trip.eq(trip_new)]
         with m.If(capture & f_nonempty):
-            _write(m, cap, lbuf, f_head)
+            write(m, cap, lbuf, f_head)
             with m.If(cap + 1 == n_lat):
                 m.d.sync += [mode.eq(Mux(trip == 0, _NONE, _REPLAY)), idx.eq(0), itr.eq(0),
                              vp_off.eq(0), o_off.eq(0)]
@@ -311,7 +291,7 @@ class PimModule(wiring.Component):
         m.d.comb += [push.eq(self.host_valid & (f_n != F)),
                      dropped.eq(self.host_valid & (f_n == F))]
         with m.If(push):
-            _write(m, f_wr, fifo, self.host_cmd)
+            write(m, f_wr, fifo, self.host_cmd)
             m.d.sync += f_wr.eq(Mux(f_wr == F - 1, 0, f_wr + 1))
         with m.If(pop):
             m.d.sync += f_rd.eq(Mux(f_rd == F - 1, 0, f_rd + 1))

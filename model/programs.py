@@ -92,6 +92,20 @@ def _tile_rows(Wm: np.ndarray, c0: int, k0: int, m) -> list[tuple[int, np.ndarra
     return rows
 
 
+def _operands(fn: str, wname: str, W, xname: str, x, m):
+    """Integer operands of a program builder: W [N, K] and x [K] or [T, K] (returned as 2-D,
+    with ``single`` telling which); ValueError on a shape or range mismatch."""
+    W = np.asarray(W, dtype=np.int64)
+    x = np.asarray(x, dtype=np.int64)
+    single = x.ndim == 1
+    X = x[None, :] if single else x
+    if W.ndim != 2 or X.ndim != 2 or X.shape[1] != W.shape[1]:
+        raise ValueError(f"{fn}: shapes {wname} {W.shape}, {xname} {x.shape} do not match")
+    _check_range(wname, W, m.w_bits)
+    _check_range(xname, X, m.x_bits)
+    return W, X, single
+
+
 def _place(name: str, Wm: np.ndarray, p: ChannelParams) -> tuple[int, int, int, dict]:
     """Place ``Wm`` [N, K] (N outputs, K reduction) on the channel's banks: output block j
     (outputs j*n_out ..) lives on bank j % n_banks, its k-tiles in consecutive sets
@@ -212,14 +226,7 @@ def gemv_program(p: ChannelParams, Wq, x, *, gap: int = 0, ratio: int | None = N
     GBuf.  ValueError if the tiles do not fit in n_banks x n_sets.
     """
     m = p.macro
-    Wq = np.asarray(Wq, dtype=np.int64)
-    x = np.asarray(x, dtype=np.int64)
-    single = x.ndim == 1
-    X = x[None, :] if single else x
-    if Wq.ndim != 2 or X.ndim != 2 or X.shape[1] != Wq.shape[1]:
-        raise ValueError(f"gemv_program: shapes Wq {Wq.shape}, x {x.shape} do not match")
-    _check_range("Wq", Wq, m.w_bits)
-    _check_range("x", X, m.x_bits)
+    Wq, X, single = _operands("gemv_program", "Wq", Wq, "x", x, m)
     N, K = Wq.shape
     T = X.shape[0]
     kt_n, nt_n, n_local, loads = _place("gemv_program", Wq, p)   # n_local: n-tiles per bank
@@ -281,14 +288,7 @@ def qk_stream_program(p: ChannelParams, K, q, *, gap: int = 0, ratio: int | None
     per key block and query.  Expected = K @ q (int64, [n_keys] or [n_q, n_keys]).
     """
     m = p.macro
-    K = np.asarray(K, dtype=np.int64)
-    q = np.asarray(q, dtype=np.int64)
-    single = q.ndim == 1
-    Qm = q[None, :] if single else q
-    if K.ndim != 2 or Qm.ndim != 2 or Qm.shape[1] != K.shape[1]:
-        raise ValueError(f"qk_stream_program: shapes K {K.shape}, q {q.shape} do not match")
-    _check_range("K", K, m.w_bits)
-    _check_range("q", Qm, m.x_bits)
+    K, Qm, single = _operands("qk_stream_program", "K", K, "q", q, m)
     n_keys, hd = K.shape
     n_q = Qm.shape[0]
     kt_n, kb_n, bpb, loads = _place("qk_stream_program", K, p)   # bpb: key blocks per bank
