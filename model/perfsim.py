@@ -154,6 +154,24 @@ class SimParams:
     def macs_per_page(self) -> int:
         return self.n_in * self.n_out
 
+    @property
+    def refresh_factor(self) -> float:
+        """DRAM: all-bank refresh every tREFI makes the banks unavailable for tRFC, after a
+        precharge (tRP) and before a re-activation (tRCDRDMAC).  Applied in closed form as a
+        stretch of the run: tREFI / (tREFI - tRFC - tRP - tRCDRDMAC).  DIMC (SRAM): 1."""
+        if self.backend != "dram":
+            return 1.0
+        d = self.dram
+        return d.REFI / (d.REFI - d.RFC - d.RP - d.RCDRDMAC)
+
+    @property
+    def peak_macs_per_cycle(self) -> float:
+        """Internal-bandwidth-bound peak of the module: every bank streaming its array (DIMC:
+        n_in x n_out MACs per X cycles; DRAM: one 32-byte column per tCCDL per bank)."""
+        per_bank = (self.n_in * self.n_out / self.x_bits if self.backend == "dimc"
+                    else self.dram.burst_bytes * 8 / self.w_bits / self.dram.CCDL)
+        return per_bank * self.n_banks * self.n_ch
+
 
 # ---------------------------------------------------------------------------------------------
 # The simulator
@@ -234,6 +252,12 @@ class SimResult:
     stats: dict
     sim_cycles: int
     skipped: list
+
+    @property
+    def time_s(self) -> float:
+        """Wall time of the run: t_end cycles at the module clock, DRAM refresh included."""
+        p = self.params
+        return self.t_end * p.refresh_factor / (p.clock_ghz * 1e9)
 
     @property
     def mac_util(self) -> float:

@@ -7,6 +7,8 @@ import pytest
 from model import attention as A
 from model.isa import ChannelParams, ModuleParams
 from model.module import ModuleModel
+from model.perfprog import from_host_words
+from model.perfsim import SimParams, simulate
 from model.spec import MacroParams
 from model.workloads import cosine
 from tb.build import describe_mismatch, run_module_lockstep
@@ -50,11 +52,14 @@ def _minilm_two_heads():
                                              ("TCP", "static", False), ("TCP", "dpa", True)])
 def test_minilm_decode_attention_through_rtl(part, alloc, loop):
     """Real MiniLM layer-0 K/V/q (two heads): QK^T and SV on the RTL, softmax on the host;
-    bit-exact against the program's integers and cosine >= 0.99 against float32."""
+    bit-exact against the program's integers and cosine >= 0.99 against float32.  The
+    performance model predicts the RTL's cycle count and busy bank-cycles exactly."""
     prog = A.build_program(SMALL, _minilm_two_heads(), part, alloc, loop)
     cmds = A.pace(SMALL, prog.cmds)
     res = run_module_lockstep(SMALL, cmds, label=f"attn_{part}_{alloc}")
     assert res["ok"], describe_mismatch(res)
+    perf = simulate(SimParams.from_module(SMALL), from_host_words(SMALL, prog.cmds))
+    assert (perf.cycles, perf.stats["busy"]) == (res["cycles"], sum(res["busy_cycles"]))
     assert not res["errors"], res["errors"][:5]
     dec = prog.decode(res["outputs"])
     for o, e, ref in zip(dec.o, prog.expected_o, prog.reference):
