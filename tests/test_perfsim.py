@@ -202,3 +202,27 @@ def test_dram_in_order_is_slower_than_dcs():
     slow = simulate(DR.with_(dcs=False), prog)
     assert slow.t_end > 2 * fast.t_end
     assert fast.stats["busy"] == slow.stats["busy"] == 32 * NCOL * T.CCDL
+
+
+# ---- compiled LLM decode steps (model/llm.py) ----------------------------------------------
+
+COMPILED = [("TCP", "dpa", [1000], None, True), ("TCP", "dpa", [1000], None, False),
+            ("HFP", "static", [200, 90], 256, True), ("HFP", "static", [200, 90], 256, False),
+            ("TCP", "static", [200, 90], 256, False), ("HFP", "dpa", [430], None, True),
+            ("TCP", "dpa", [37, 100, 64], 128, True)]
+
+
+@pytest.mark.parametrize("part,alloc,ctx,mc,dcs", COMPILED)
+def test_compiled_decode_layer_matches_golden(part, alloc, ctx, mc, dcs):
+    """A whole compiled decode layer (projections, KV append, QK^T, SV, FFN) of a tiny model on
+    a small module: the perf model, with its loops in closed form, equals the golden model."""
+    from model import llm as L
+    cfg, s = L.tiny_config(), L.small_system()
+    s = L.System(s.sim.with_(dcs=dcs), s.n_modules, s.tp, s.pp, s.name)
+    plan = L.compile_step(cfg, s, ctx, part, alloc, max_context=mc)
+    p = s.sim.to_module(n_vpages=256, n_req=16)
+    items = plan.setup_layers(1) + plan.layer
+    run = golden(p, to_host_words(p, items))
+    res = simulate(s.sim, items)
+    assert_same(p, run, res, f"{part}/{alloc}/{ctx}/dcs={dcs}")
+    assert res.stats["mac"] == plan.counts["mac_ch"]
