@@ -70,6 +70,8 @@ class SimParams:
     backend            "dimc" (the RTL macro's timing) or "dram" (GDDR6-AiM bank timing)
     dram               DRAM timing (backend "dram")
     clock_ghz          clock of the module (DIMC 1.0; DRAM 1/tCK)
+    out_ports          result beats the hub takes per cycle, from the lowest-numbered channels
+                       holding one (the RTL module: 1; a hub with one port per channel: n_ch)
     """
     n_ch: int = 4
     n_banks: int = 4
@@ -88,12 +90,13 @@ class SimParams:
     backend: str = "dimc"
     dram: DramTiming = GDDR6_AIM
     clock_ghz: float = 1.0
+    out_ports: int = 1
 
     def __post_init__(self):
         def bad(name, why):
             raise ValueError(f"SimParams: {name}={getattr(self, name)!r} {why}")
         for name in ("n_ch", "n_banks", "n_gbuf", "n_in", "n_out", "x_bits", "w_bits", "n_sets",
-                     "n_acc", "loop_len"):
+                     "n_acc", "loop_len", "out_ports"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(name, "must be an int >= 1")
@@ -124,6 +127,8 @@ class SimParams:
         beyond what the ISA encodes, e.g. n_ch > 8)."""
         if self.backend != "dimc":
             raise ValueError(f"to_module: backend={self.backend!r} has no RTL (only 'dimc')")
+        if self.out_ports != 1:
+            raise ValueError(f"to_module: out_ports={self.out_ports} (the RTL hub has 1)")
         m = MacroParams(n_in=self.n_in, n_out=self.n_out, w_bits=self.w_bits,
                         x_bits=self.x_bits, n_sets=self.n_sets, n_acc=self.n_acc,
                         tree_stages=self.tree_stages)
@@ -242,7 +247,7 @@ class SimResult:
     stats      counters over the whole run: busy (bank busy cycles, summed over banks and
                channels), mac / wr_inp / wr_w / rd_out (channel commands, i.e. host commands x
                channels in their mask), beats (results delivered), act (DRAM row activations),
-               host_cmds (host commands consumed)
+               host_cmds (host commands consumed), busy_ch (busy bank-cycles per channel)
     sim_cycles cycles actually simulated (the rest were added in closed form)
     skipped    (label, iterations, cycles) of every closed-form skip
     """
@@ -264,6 +269,13 @@ class SimResult:
         """Busy bank-cycles / (t_end x banks x channels)."""
         p = self.params
         return self.stats["busy"] / max(1, self.t_end * p.n_banks * p.n_ch)
+
+    @property
+    def channel_util(self) -> float:
+        """Channel balance: mean over channels of busy bank-cycles / the busiest channel's (1: every
+        channel does as much MAC work as the busiest; 1/C: one channel does everything)."""
+        b = self.stats["busy_ch"]
+        return sum(b) / (len(b) * max(b)) if max(b, default=0) else 0.0
 
 
 class _Frame:
@@ -343,7 +355,8 @@ class PerfSim:
         chans = self._chans = [_Chan(sp) for _ in range(C)]
         dcs, dram = sp.dcs, self.dram
         self._stack = [_Frame(tuple(items), None, 0, 0)]
-        stats = self._stats = [0] * len(STATS)
+        stats = self._stats = [0] * (len(STATS) + C)     # + busy cycles per channel
+        nst = len(STATS)
         fifo = self._fifo = deque()
         pt = {}
         tok = {}
@@ -359,6 +372,8 @@ class PerfSim:
         mac_busy = self.mac_busy
         d = sp.dram
         allmask = (1 << C) - 1
+        ports = sp.out_ports
+        livec = set()                           # channels with a queued command or a held beat
         while True:
             # ---------------- start of cycle t
             flen, mode_t = len(fifo), mode
@@ -414,15 +429,20 @@ class PerfSim:
                             action = "exec"
                     else:
                         action = "exec"
-            # output merge: the lowest channel holding a beat is drained (host always ready)
-            take = -1
-            for c in range(C):
+            # output merge: the lowest out_ports channels holding a beat are drained (the host
+            # is always ready, so the hub's output register drains every cycle)
+            takes = 0
+            ntake = 0
+            live = sorted(livec) if len(livec) > 1 else list(livec)
+            for c in live:
                 if chans[c].out_valid:
-                    take = c
-                    break
+                    takes |= 1 << c
+                    ntake += 1
+                    if ntake == ports:
+                        break
             # channel issue decisions and edge effects
-            active = action is not None or take >= 0 or mod_out
-            for c in range(C):
+            active = action is not None or ntake or mod_out
+            for c in live:
                 ch = chans[c]
                 rd_issue = False
                 if ch.ioq:
@@ -435,7 +455,7 @@ class PerfSim:
                     if ok and not dcs and (e[5].idx != ch.iss or t < ch.last_dv):
                         ok = False
                     eop = e[0]
-                    if ok and eop == _RD_OUT and ch.out_valid and take != c:
+                    if ok and eop == _RD_OUT and ch.out_valid and not takes >> c & 1:
                         ok = False
                     if ok and dram and t < ch.io_ready:
                         ok = False
@@ -494,16 +514,18 @@ class PerfSim:
                         if done > ch.last_dv:
                             ch.last_dv = done
                         stats[_BUSY] += mac_busy
+                        stats[nst + c] += mac_busy
                         stats[_NMAC] += 1
                         ch.iss += 1
                 if rd_issue:
                     ch.out_valid = 1
-                elif take == c:
+                elif takes >> c & 1:
                     ch.out_valid = 0
+                if not ch.ioq and not ch.cq and not ch.out_valid:
+                    livec.discard(c)            # nothing queued or held: skipped until enqueue
             # module output register (host always ready: a held beat leaves every cycle)
-            if mod_out:
-                stats[_BEATS] += 1
-            mod_out = 1 if take >= 0 else 0
+            stats[_BEATS] += mod_out
+            mod_out = ntake
             # dispatch effects
             if action == "cap":
                 lbuf.append(fifo.popleft())
@@ -523,6 +545,7 @@ class PerfSim:
                     for c in range(C):
                         if cm >> c & 1:
                             self._enqueue(chans[c], op, bank, set_, g, o)
+                            livec.add(c)
                 elif op == _MAP:
                     pt[h.vp] = h.pp
                 elif op == _UNMAP:
@@ -570,6 +593,7 @@ class PerfSim:
                 raise RuntimeError(f"simulate: more than max_cycles={max_cycles} cycles")
         t_end = t + self._tskip
         st = dict(zip(STATS, stats))
+        st["busy_ch"] = stats[nst:]
         return SimResult(sp, t_end, t_end + 3 + TAIL, st, sim_cycles, skipped)
 
     # --- channel helpers ------------------------------------------------------------------
@@ -675,10 +699,15 @@ class PerfSim:
                 return (e[0], e[1], e[2] - so, e[3], e[4], e[5].idx - n,
                         tuple(cell(x) for x in e[6] if x.t > t))
             tab = []
+            dead = []
             for k, x in ch.tab.items():
                 if x.t > t:
                     kk = (k[0], k[1], k[2] - so) if k[0] in (2, 3) else k
                     tab.append((kk, cell(x)))
+                else:
+                    dead.append(k)
+            for k in dead:              # a finished command blocks nothing: forget it
+                del ch.tab[k]
             tab.sort()
             out.append((
                 tuple(ent(e) for e in ch.ioq), tuple(ent(e) for e in ch.cq),
