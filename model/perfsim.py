@@ -193,6 +193,7 @@ _MAP, _UNMAP, _SET_TOK, _LOOP, _BARRIER = (int(HostOp.MAP), int(HostOp.UNMAP),
                                            int(HostOp.SET_TOK), int(HostOp.LOOP),
                                            int(HostOp.BARRIER))
 _NONE, _CAPTURE, _REPLAY = 0, 1, 2
+_PAGE_OPS = (_WR_W, _MAC)          # channel ops whose page set matters for timing
 
 # counters (SimResult.stats keys, in this order)
 STATS = ("busy", "mac", "wr_inp", "wr_w", "rd_out", "beats", "act", "host_cmds")
@@ -620,6 +621,8 @@ class PerfSim:
             deps = (tab.get((4, b, o)),)
             tab[(5, b, o)] = cell
             q = ch.ioq
+        if op == _WR_INP or op == _RD_OUT:
+            s = -1                      # no page set involved (kept out of the state key)
         q.append([op, b, s, g, o, cell, tuple(x for x in deps if x is not None)])
         ch.ring[ch.n % ch.W] = cell
         ch.n += 1
@@ -687,7 +690,8 @@ class PerfSim:
         """Normalised state at an iteration boundary of frame ``f`` (see the module doc)."""
         so = f.set_off
         hz = self.horizon
-        out = [mod_out, tuple((h.op, h.chmask, h.bank, h.set - so if h.set >= 0 else h.set,
+        out = [mod_out, tuple((h.op, h.chmask, h.bank,
+                               h.set - so if h.set >= 0 and h.op in _PAGE_OPS else -1,
                                h.g, h.o, h.acc) for h in self._fifo)]
         for ch in self._chans:
             n = ch.n
@@ -696,7 +700,7 @@ class PerfSim:
                 return (x.idx - n, x.t - t if x.t < INF else -1)
 
             def ent(e):
-                return (e[0], e[1], e[2] - so, e[3], e[4], e[5].idx - n,
+                return (e[0], e[1], e[2] - so if e[2] >= 0 else -1, e[3], e[4], e[5].idx - n,
                         tuple(cell(x) for x in e[6] if x.t > t))
             tab = []
             dead = []
