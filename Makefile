@@ -6,13 +6,14 @@ STAMP   := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: all venv test test-fast demo verilog lint bench clean help
+.PHONY: all venv test test-fast demo verilog lint bench perf clean help
 
 help:
 	@echo "make test     all tests (model, RTL lockstep on Verilator, real-LLM workloads)"
 	@echo "make demo     MiniLM layer-0 QKV through the RTL in lockstep; build/demo/summary.json"
 	@echo "make verilog  build/verilog/<top>.v + port maps, linted with verilator -Wall"
 	@echo "make bench    simulation speed of the default macro; bench/results/macro.json"
+	@echo "make perf     system performance model: 7B/72B, 4K..1M tokens; build/perf/report.md"
 	@echo "options: WAVES=1 (FST/VCD waveforms), SEED=n, JOBS=n"
 
 $(STAMP): requirements.txt
@@ -38,6 +39,9 @@ verilog: $(STAMP)
 bench: $(STAMP)
 	$(VPY) -m bench.macro
 	$(VPY) -m bench.controller
+
+perf: $(STAMP)
+	$(VPY) -m bench.perf $(PERF_ARGS)
 
 clean:
 	rm -rf build sim_build .pytest_cache
