@@ -23,16 +23,30 @@ System model
     Llama-3.1-70B tp 8 pp 8.
 
 Memory layout of one module (pages = one set of one bank, the same (bank, set) in every
-channel; the page table is module-wide)
+channel; the page table is module-wide, but a page index may hold different data in different
+channels: WR_W is per channel)
   * ``vp = set * n_banks + bank`` for every page (so a Rep's vp stride is always
     ``n_banks x`` its set stride) and ``pp = bank * n_sets + set``; weight pages are owned by
-    rid 0, request i's KV pages by rid i + 1.
-  * Each layer owns a slab of ``layer_sets`` consecutive sets of every bank (the layer loop is
-    ``Rep(layer, layers, set_stride=layer_sets)``): [weights | K area | V area].
+    rid 0; TCP: request i's KV pages by rid i + 1; HFP: slot s's pages by rid s + 1 (a slot
+    is shared by up to C units of different requests / layers, see below).
+  * KV *streams*: TCP one per (request, KV head), on all channels; HFP one per *slot*: the
+    units (layer of a group, request, KV head) are numbered g = j * U + u (layer j of the
+    group, u = r * H + h, U = batch x H units per layer), unit g runs on channel g % C and
+    is in slot g // C, so a slot's <= C units are on distinct channels and use the SAME
+    pages, each channel holding its own unit's K/V there.  A slot reserves, per page, the
+    most any of its units needs.
+  * Layers are grouped by ``group`` = k (TCP: 1; HFP: the k <= min(C, layers) with the fewest
+    slot rows ceil(layers / k) * ceil(k * U / C), see :func:`_layout`): with 1 KV head per
+    module (U = 1 at batch 1) the stage's layers run on channels 0, 1, 2, ... and share one
+    KV area.  Each group owns a slab of ``layer_sets`` consecutive sets of every bank; the
+    step is ``Rep(bodies=(variant 0, .., variant k-1), layers, set_stride=layer_sets)``
+    where variant j is the program of the j-th layer of a group (its channels, its weight
+    region).  TCP slab: [weights | K area | V area]; HFP slab: [K area | V area | k x
+    weights] (a last, partial group then ends after its own layers' weights).
     Weights: one set-aligned region per matrix (QKV, O, gate+up, down).  K area: rows of
-    ``kt_n`` sets; a key block (n_out tokens x the head's d dims) is a *slot* of kt_n pages on
-    ONE bank (its d-chunks accumulate in one OBuf entry, as in ``model/attention.py``);
-    consecutive slots of a stream are on consecutive banks, slots of all streams packed
+    ``kt_n`` sets; a key block (n_out tokens x the head's d dims) is a *K slot* of kt_n pages
+    on ONE bank (its d-chunks accumulate in one OBuf entry, as in ``model/attention.py``);
+    consecutive K slots of a stream are on consecutive banks, K slots of all streams packed
     (a stream starts mid-row).  V area: rows of one set; page (token chunk tc, dim chunk dc)
     is page ``tc * dc_n + dc`` of its stream, consecutive pages on consecutive banks.
 
@@ -59,10 +73,10 @@ Attention (exactly the mapping of ``model/attention.py``)
   * SV, per pass: per n_in-token chunk one WR_INP of the probability tile (TCP: one per
     channel, same entry) and dc_n MACs; each bank accumulates the chunks it holds; RD_OUT of
     the per-bank partials after the pass (deferred after the next pass's first round).
-  * HFP: KV head h of request r on channel (r * H + h) % C (H = KV heads per module), its
-    pages reserved in every channel; the channels' command streams are interleaved command
-    by command so they run in parallel.  TCP: every head's tokens on all C channels,
-    token-interleaved; MACs and RD_OUTs multicast.
+  * HFP: unit g (above) on channel g % C (layer 0 of a group: KV head h of request r on
+    channel (r * H + h) % C, H = KV heads per module); the channels' command streams are
+    interleaved command by command so they run in parallel.  TCP: every head's tokens on all
+    C channels, token-interleaved; MACs and RD_OUTs multicast.
   * KV append: the new token's K is written into d rows of its key block's pages (a WR_W writes
     a whole n_out-token row), its V into one row of each of the dc_n pages of its token chunk.
 
@@ -73,17 +87,28 @@ softmax), SV, BARRIER, O GEMV, BARRIER (all-reduce, residual, norm), gate+up GEM
 their bytes are reported in ``capacity['other_weight_bytes']`` and not placed).
 
 Allocation: static reserves ``max_context`` tokens (default max(contexts)) per request, rounded
-up to whole pages (key blocks / token chunks); DPA only the pages the current tokens need.
-Capacity utilisation = live KV bytes / reserved KV bytes (pages x channels x page bytes).
+up to whole pages (key blocks / token chunks); DPA only the pages the current tokens need (HFP:
+a slot's page is reserved for all its units at once, so a slot reserves its longest unit's).
+Capacity utilisation = live KV bytes / reserved KV bytes (pages MAPped x channels x page
+bytes, a page shared by the C units of an HFP slot counted once).  ``StepPlan.setup`` MAPs
+exactly these pages (a partial last group only its layers' weights and the slots they use).
 A plan that does not fit raises ValueError (``strict=False``: built anyway, ``fits`` False).
 
 Compression: a pass's rounds (QK^T: n_banks key blocks; SV: n_banks / gcd(n_banks, dc_n) token
 chunks; GEMV: one input-chunk step) form a Rep whose bodies are one period of the GBuf/OBuf
 rotation and whose set stride is the rounds' (so round addresses are affine in the iteration
 index); equal consecutive passes (query heads of a GQA group, GEMV request blocks) form Reps of
-passes; the layers form one Rep.  HFP channel streams are merged into Reps over the rounds all
-active channels share.  The tree grows with the batch (one head/loop/tail per request and KV
-head, and the KV-append WR_Ws, whose rows differ), not with the context length.
+passes; the layers form one Rep (over the ``group`` layer variants; variant j's GEMVs are
+variant 0's moved to its weight region).  HFP channel streams are merged into Reps over the
+rounds all active channels share.  The tree grows with the batch (one head/loop/tail per
+request and KV head, and the KV-append WR_Ws, whose rows differ) and with the HFP group (one
+layer program per variant), not with the context length.  (A timing simulation cannot skip
+repeated layers inside a group: its layers differ in their channels.)
+
+HFP capacity limit: a KV head lives on one channel, so one head's cache must fit in one
+channel next to that channel's share of the weights.  Llama-3.1-70B at 1M tokens: a head's
+K + V is 2^20 x 128 x 2 values = 512 MB in bf16 (AiM) = a whole 512 MB channel, so HFP cannot
+hold it there (TCP can: it spreads the head over 16 channels); in INT8 (DIMC) 256 MB: fits.
 
 Deferred RD_OUTs need OBuf room: QK^T uses 4 entries per bank (2 per pass, alternating per
 round) when n_acc >= 4, 2 (no deferral across passes) when n_acc >= 2; SV/GEMV use halves
@@ -450,14 +475,27 @@ def _shard(cfg: ModelConfig, system: System) -> _Shard:
 
 
 @dataclass
-class _Stream:
-    """KV region of one (request, TCP head | HFP slot): K slots [Q0, Q0+kb_alloc), V pages
-    [P0, P0+vp_alloc)."""
+class _Unit:
+    """One (layer j of a group, request r, KV head h) attention unit: its channel ``c`` (HFP)
+    or None (TCP: all channels); ``nloc`` live tokens on its fullest channel; ``kb``/``tc``
+    key blocks / token chunks it reserves."""
+    j: int
     r: int
-    rid: int
+    h: int
+    c: int | None
     T: int
-    heads: list          # [(h, channel or None)]
-    nloc: int            # live tokens on the fullest channel
+    nloc: int
+    kb: int
+    tc: int
+
+
+@dataclass
+class _Stream:
+    """KV region of one TCP (request, head) or one HFP slot (up to C units on distinct
+    channels sharing the same pages, each channel holding its own unit's data): K slots
+    [Q0, Q0+kb_alloc), V pages [P0, P0+tc_alloc*dc_n); owned by ``rid``."""
+    rid: int
+    units: list
     kb_alloc: int
     tc_alloc: int
     Q0: int = 0
@@ -473,25 +511,45 @@ class _Layout:
     dc_n: int
     gemvs: dict
     streams: list
-    w_sets: int
-    k_sets: int
-    v_sets: int
-    w_base: dict
+    w_sets: int          # one layer's weight region
+    k_sets: int          # the group's shared K area
+    v_sets: int          # the group's shared V area
+    w_base: dict         # first set of each matrix in variant 0's weight region
     kbase: int
     vbase: int
-    layer_sets: int
+    wbase: int           # variant 0's weight region (variant j's: wbase + j * w_sets)
+    group_sets: int      # slab of one group of ``group`` layers (the layer Rep's set stride)
+    group: int           # layers per group (layer variants)
     layers: int
-    w_pages: int
-    k_pages: int
-    v_pages: int
+    w_pages: int         # one layer's weight pages
+    kv_pages_module: int = 0      # KV pages of all the module's layers (each page counted once)
+    sets_used: int = 0
 
     @property
-    def sets_used(self) -> int:
-        return self.layers * self.layer_sets
+    def n_groups(self) -> int:
+        return math.ceil(self.layers / self.group)
 
-    @property
-    def kv_pages(self) -> int:
-        return self.k_pages + self.v_pages
+    def stream_use(self, kk: int) -> list:
+        """(stream, key blocks, token chunks) of the streams that units of variants < kk use
+        (a group whose first kk layers exist), each allocation the max over those units."""
+        out = []
+        for st in self.streams:
+            us = [u for u in st.units if u.j < kk]
+            if us:
+                out.append((st, max(u.kb for u in us), max(u.tc for u in us)))
+        return out
+
+    def group_pages(self, kk: int) -> int:
+        return sum(kb * self.kt_n + tc * self.dc_n for _, kb, tc in self.stream_use(kk))
+
+    def group_extent(self, kk: int) -> int:
+        """Sets of a group slab that a group of kk layers touches (weights of its variants,
+        its K and V pages)."""
+        B, e = self.sp.n_banks, self.wbase + kk * self.w_sets
+        for st, kb, tc in self.stream_use(kk):
+            e = max(e, self.kbase + ((st.Q0 + kb - 1) // B + 1) * self.kt_n,
+                    self.vbase + (st.P0 + tc * self.dc_n - 1) // B + 1)
+        return e
 
 
 def _check_common(cfg, system, contexts, partition, alloc, max_context):
@@ -519,7 +577,41 @@ def _check_common(cfg, system, contexts, partition, alloc, max_context):
     return contexts, int(max_context)
 
 
-def _layout(cfg, system, contexts, partition, alloc, max_context) -> _Layout:
+def _check_group(system, cfg, partition, group):
+    if group is None:
+        return None
+    hi = 1 if partition == "TCP" else min(system.sim.n_ch, system.layers_per_stage(cfg))
+    if not isinstance(group, (int, np.integer)) or isinstance(group, bool) \
+            or not 1 <= group <= hi:
+        raise ValueError(f"group={group!r} must be an int in 1..{hi} ({partition})")
+    return int(group)
+
+
+def _hfp_streams(units: list, k: int, C: int) -> list:
+    """HFP slots of a group of ``k`` layers: unit g = j * U + u (unit u = r * H + h of layer j
+    of the group, U units per layer) is on channel g % C in slot g // C (rid slot + 1), so
+    the C units of a slot are on distinct channels and share its pages."""
+    U = len(units)
+    streams = []
+    for g in range(k * U):
+        j, u = divmod(g, U)
+        s, c = divmod(g, C)
+        r, h, T, nloc, kb, tc = units[u]
+        if s == len(streams):
+            streams.append(_Stream(s + 1, [], kb, tc))
+        st = streams[s]
+        st.units.append(_Unit(j, r, h, c, T, nloc, kb, tc))
+        st.kb_alloc = max(st.kb_alloc, kb)
+        st.tc_alloc = max(st.tc_alloc, tc)
+    return streams
+
+
+def _layout(cfg, system, contexts, partition, alloc, max_context, group=None) -> _Layout:
+    """The module's layout.  HFP: the group size k (layers sharing one KV area, k <= C and
+    <= the stage's layers) with the fewest slot rows ceil(L / k) * ceil(k * U / C) (U units
+    per layer), the smallest such k (at most 3 tried, the one needing the fewest sets wins;
+    ``group`` forces one).  E.g. U = 1: k = min(L, C); U | C: k = C / U; U >= C: 1 or the k
+    that fills the last slot."""
     sp = system.sim
     sh = _shard(cfg, system)
     C, B, NI, NO = sp.n_ch, sp.n_banks, sp.n_in, sp.n_out
@@ -531,35 +623,54 @@ def _layout(cfg, system, contexts, partition, alloc, max_context) -> _Layout:
         "gu": _gemv_geom("gu", 2 * sh.inter, sh.hidden, sp),
         "down": _gemv_geom("down", sh.hidden, sh.inter, sp),
     }
-    w_base, s = {}, 0
-    for k, g in gemvs.items():
-        w_base[k] = s
+    w_off, s = {}, 0
+    for key, g in gemvs.items():
+        w_off[key] = s
         s += g.sets
     w_sets = s
     w_pages = sum(g.pages for g in gemvs.values())
+    L = system.layers_per_stage(cfg)
     Cs = C if tcp else 1
-    streams = []
-    Q, P = 0, 0
+    units = []                              # (r, h, T, nloc, kb, tc) of one layer, r-major
     for r, T in enumerate(contexts):
-        ctx = T if alloc == "dpa" else max_context
-        na = math.ceil(ctx / Cs)
-        kb_a, tc_a = math.ceil(na / NO), math.ceil(na / NI)
+        na = math.ceil((T if alloc == "dpa" else max_context) / Cs)
+        for h in range(sh.hkv):
+            units.append((r, h, T, math.ceil(T / Cs), math.ceil(na / NO), math.ceil(na / NI)))
+    U = len(units)
+    if group is not None:
+        cands = [group]
+    elif tcp:
+        cands = [1]
+    else:                       # fewest slot rows: groups x slots per group
+        score = {k: math.ceil(L / k) * math.ceil(k * U / C) for k in range(1, min(L, C) + 1)}
+        best = min(score.values())
+        cands = [k for k in sorted(score) if score[k] == best][:3]
+
+    def build(k):
         if tcp:
-            groups = [[(h, None)] for h in range(sh.hkv)]
+            streams = [_Stream(r + 1, [_Unit(0, r, h, None, T, nl, kb, tc)], kb, tc)
+                       for r, h, T, nl, kb, tc in units]
         else:
-            groups = [[(h, (r * sh.hkv + h) % C) for h in range(j * C, min(sh.hkv, (j + 1) * C))]
-                      for j in range(math.ceil(sh.hkv / C))]
-        for hs in groups:
-            st = _Stream(r, r + 1, T, hs, math.ceil(T / Cs), kb_a, tc_a, Q, P)
-            Q += kb_a
-            P += tc_a * dc_n
-            streams.append(st)
-    k_sets = math.ceil(Q / B) * kt_n
-    v_sets = math.ceil(P / B)
-    layer_sets = w_sets + k_sets + v_sets
-    return _Layout(sp, sh, tcp, kt_n, dc_n, gemvs, streams, w_sets, k_sets, v_sets, w_base,
-                   w_sets, w_sets + k_sets, layer_sets, system.layers_per_stage(cfg),
-                   w_pages, Q * kt_n, P)
+            streams = _hfp_streams(units, k, C)
+        Q = P = 0
+        for st in streams:
+            st.Q0, st.P0 = Q, P
+            Q += st.kb_alloc
+            P += st.tc_alloc * dc_n
+        k_sets, v_sets = math.ceil(Q / B) * kt_n, math.ceil(P / B)
+        # TCP slab [weights | K | V]; HFP group slab [K | V | k x weights] (a last, partial
+        # group then ends after its own layers' weights: no hole)
+        kbase = w_sets if tcp else 0
+        wbase = 0 if tcp else k_sets + v_sets
+        lay = _Layout(sp, sh, tcp, kt_n, dc_n, gemvs, streams, w_sets, k_sets, v_sets,
+                      {key: wbase + o for key, o in w_off.items()}, kbase, kbase + k_sets,
+                      wbase, k_sets + v_sets + k * w_sets, k, L, w_pages)
+        full, last = divmod(L, k)
+        lay.kv_pages_module = full * lay.group_pages(k) + (lay.group_pages(last) if last else 0)
+        lay.sets_used = (lay.n_groups - 1) * lay.group_sets + lay.group_extent(last or k)
+        return lay
+    return min((build(k) for k in cands),
+               key=lambda x: (x.sets_used, x.kv_pages_module, x.group))
 
 
 def _capacity(cfg, system, lay: _Layout, contexts) -> dict:
@@ -567,7 +678,9 @@ def _capacity(cfg, system, lay: _Layout, contexts) -> dict:
     pbytes = sp.n_ch * sp.page_bytes                       # one page in every channel
     shards = cfg.layers * system.tp                        # (layer, tp shard) pairs
     live = sum(contexts) * cfg.kv_bytes_per_token(sp.w_bits)
-    reserved = lay.kv_pages * pbytes * shards
+    # a page is counted once although (HFP) up to C units of different requests / layers
+    # hold their data in its C channels; the module's pages per layer x every (layer, shard)
+    reserved = round(lay.kv_pages_module * pbytes * shards / lay.layers)
     w_res = lay.w_pages * pbytes * shards
     cap = system.capacity_bytes
     fits_sets = lay.sets_used <= sp.n_sets
@@ -578,8 +691,9 @@ def _capacity(cfg, system, lay: _Layout, contexts) -> dict:
         other_weight_bytes=float(cfg.embedding_params * sp.w_bits / 8),
         capacity_bytes=int(cap), module_bytes=int(sp.capacity_bytes),
         utilisation=(live / reserved) if reserved else 0.0,
-        sets_used=lay.sets_used, n_sets=sp.n_sets, layer_sets=lay.layer_sets,
-        kv_pages_per_layer=lay.kv_pages, w_pages_per_layer=lay.w_pages,
+        sets_used=lay.sets_used, n_sets=sp.n_sets, layer_sets=lay.group_sets,
+        layer_group=lay.group, kv_pages_module=lay.kv_pages_module,
+        kv_pages_per_layer=lay.kv_pages_module / lay.layers, w_pages_per_layer=lay.w_pages,
         free_bytes=int(cap - w_res - reserved),
         fits=bool(fits_sets and w_res + reserved <= cap))
 
@@ -814,15 +928,17 @@ class _Builder:
         return items, info
 
     # ---- attention lanes
-    def lanes(self):
-        """(stream, h, mask, chans) in program order."""
+    def lanes(self, j: int = 0):
+        """(stream, unit, mask, chans) of layer variant ``j``'s units in program order."""
         out = []
         for st in self.lay.streams:
-            for h, c in st.heads:
-                if c is None:
-                    out.append((st, h, self.all, list(range(self.C))))
+            for u in st.units:
+                if u.j != j:
+                    continue
+                if u.c is None:
+                    out.append((st, u, self.all, list(range(self.C))))
                 else:
-                    out.append((st, h, 1 << c, [c]))
+                    out.append((st, u, 1 << u.c, [u.c]))
         return out
 
     def kslot(self, q, kt):
@@ -832,12 +948,12 @@ class _Builder:
     def vpage(self, q):
         return q % self.B, self.lay.vbase + q // self.B
 
-    def append(self) -> list:
+    def append(self, j: int = 0) -> list:
         lay, C, NI, NO = self.lay, self.C, self.sp.n_in, self.sp.n_out
         d = lay.sh.d
         per_lane = []
-        for st, h, mask, chans in self.lanes():
-            t = st.T - 1
+        for st, un, mask, chans in self.lanes(j):
+            t = un.T - 1
             if lay.tcp:
                 c, loc = t % C, t // C
             else:
@@ -855,10 +971,10 @@ class _Builder:
             per_lane.append(cmds)
         return _interleave(per_lane)
 
-    def qk_pass(self, st, mask, ph):
+    def qk_pass(self, st, un, mask, ph):
         lay, B, G, E = self.lay, self.B, self.G, self.E
         kt_n = lay.kt_n
-        kb = math.ceil(st.nloc / self.sp.n_out)
+        kb = math.ceil(un.nloc / self.sp.n_out)
         nfull, tail = divmod(kb, B)
         dround = E >= 2
         dpass = E >= 4
@@ -879,7 +995,7 @@ class _Builder:
         pre = [self.wi(mask, g0 + kt) for kt in range(kt_n)]
         rounds = [(i, B) for i in range(nfull)] + ([(nfull, tail)] if tail else [])
         loop, tl = None, []
-        lab = f"qk r{st.r}"
+        lab = f"qk r{un.r}"
         if dround:
             head = pre + macs(*rounds[0])
             if nfull >= 2:
@@ -896,7 +1012,7 @@ class _Builder:
             last = []
         return head, loop, tl, last
 
-    def sv_pass(self, st, mask, chans, ph):
+    def sv_pass(self, st, un, mask, chans, ph):
         lay, B, G, E = self.lay, self.B, self.G, self.E
         dc_n = lay.dc_n
         gg = math.gcd(B, dc_n)
@@ -905,7 +1021,7 @@ class _Builder:
         sigma = Lr * dc_n // B
         obase = ph * n_oq if 2 * n_oq <= E else 0
         g0 = ph * (G // 2)
-        tc_live = math.ceil(st.nloc / self.sp.n_in)
+        tc_live = math.ceil(un.nloc / self.sp.n_in)
         nfull, tail = divmod(tc_live, Lr)
         rid = st.rid
         wmasks = [1 << c for c in chans] if lay.tcp else [mask]
@@ -927,23 +1043,23 @@ class _Builder:
         loop, tl = None, []
         if nfull >= 2:
             loop = _Loop(lambda i: chunks(i * Lr, (i + 1) * Lr), 1, nfull - 1, sigma,
-                         G // math.gcd(G, Lr), f"sv r{st.r}")
+                         G // math.gcd(G, Lr), f"sv r{un.r}")
         if tail and nfull >= 1:
             tl = chunks(nfull * Lr, tc_live)
         return head, loop, tl, rds
 
-    def attention(self, kind: str) -> list:
+    def attention(self, kind: str, j: int = 0) -> list:
         lay, B, E = self.lay, self.B, self.E
         grp = lay.sh.grp
-        lanes = self.lanes()
+        lanes = self.lanes(j)
         lane_of = {}
 
         def make(k):
             li, ph = k
-            st, h, mask, chans = lane_of[li]
+            st, un, mask, chans = lane_of[li]
             if kind == "qk":
-                return self.qk_pass(st, mask, ph)
-            return self.sv_pass(st, mask, chans, ph)[:4]
+                return self.qk_pass(st, un, mask, ph)
+            return self.sv_pass(st, un, mask, chans, ph)[:4]
         if kind == "qk":
             defer = E >= 4
         else:
@@ -972,26 +1088,61 @@ class _Builder:
         return _merge(streams, B)
 
     # ---- setup
-    def maps(self, n_layers: int) -> list:
-        lay, B, S = self.lay, self.B, self.sp.n_sets
-        pages = []                                    # (bank, set, rid) of layer 0
-        for key, geo in lay.gemvs.items():
-            base = lay.w_base[key]
-            for u in range(geo.units):
-                for i in range(geo.kc):
-                    pages.append((u % B, base + (u // B) * geo.kc + i, 0))
-        for st in lay.streams:
-            for kb in range(st.kb_alloc):
+    def group_pages(self, kk: int) -> list:
+        """(bank, set, rid) of every page of a group slab (offset 0) whose first ``kk`` layers
+        exist: their weight regions, then the KV pages of the streams their units use."""
+        lay, B = self.lay, self.B
+        pages = []
+        for j in range(kk):
+            for key, geo in lay.gemvs.items():
+                base = j * lay.w_sets + lay.w_base[key]
+                for u in range(geo.units):
+                    for i in range(geo.kc):
+                        pages.append((u % B, base + (u // B) * geo.kc + i, 0))
+        for st, kb_n, tc_n in lay.stream_use(kk):
+            for kb in range(kb_n):
                 for kt in range(lay.kt_n):
                     pages.append((*self.kslot(st.Q0 + kb, kt), st.rid))
-            for q in range(st.tc_alloc * lay.dc_n):
+            for q in range(tc_n * lay.dc_n):
                 pages.append((*self.vpage(st.P0 + q), st.rid))
-        out = []
-        for layer in range(n_layers):
-            off = layer * lay.layer_sets
+        return pages
+
+    def maps(self, n_layers: int) -> list:
+        """MAP of every page of the first ``n_layers`` layers (each page once)."""
+        lay, B, S, k = self.lay, self.B, self.sp.n_sets, self.lay.group
+        memo, out = {}, []
+        for gi in range(math.ceil(n_layers / k)):
+            kk = min(k, n_layers - gi * k)
+            if kk not in memo:
+                memo[kk] = self.group_pages(kk)
+            off = gi * lay.group_sets
             out += [HCmd(_MAP, rid=rid, vp=(s + off) * B + b, pp=b * S + s + off)
-                    for b, s, rid in pages]
+                    for b, s, rid in memo[kk]]
         return out
+
+
+def _shift(items, ds: int, B: int, memo: dict) -> list:
+    """``items`` with ``ds`` added to the set (``ds * B`` to the vp) of every page command
+    (a weight region moved by ``ds`` sets); shared bodies stay shared."""
+    out = []
+    for it in items:
+        if isinstance(it, Rep):
+            r = memo.get(id(it))
+            if r is None:
+                bodies = []
+                for bd in it.bodies:
+                    nb = memo.get(id(bd))
+                    if nb is None:
+                        nb = memo[id(bd)] = tuple(_shift(bd, ds, B, memo))
+                    bodies.append(nb)
+                r = memo[id(it)] = Rep(tuple(bodies), it.n, it.label, it.set_stride,
+                                       it.vp_stride)
+            out.append(r)
+        elif it.op in (_WR_W, _MAC, _RD_OUT) and it.set >= 0:
+            out.append(it._replace(set=it.set + ds, vp=it.vp + ds * B))
+        else:
+            out.append(it)
+    return out
 
 
 # =============================================================================================
@@ -1034,9 +1185,13 @@ def plan_counts(items) -> dict:
 @dataclass
 class StepPlan:
     """One decode step on one module (see the module doc).  ``layer``: items of one layer
-    (layer 0's pages); ``step``: the ``layers`` layers as one strided Rep; ``setup``: MAP of
-    every page of every layer (computed on first access); ``parts``: the items of each phase
-    of a layer; ``counts``: commands per op per layer (plus ``mac_ch``, ``out_beats``)."""
+    (layer 0's pages); ``variants``: the layer programs of the ``group`` layers of a group
+    (``variants[0]`` is ``layer``; HFP rotates the channels per layer of a group and gives
+    each its own weight region, TCP has one); ``step``: the ``layers`` layers as one strided
+    Rep over the variants (stride ``layer_sets``, the sets of one group slab: one layer's
+    slab when ``group`` = 1); ``setup``: MAP of every page of every layer (computed on first
+    access); ``parts``: the items of each phase of ``layer``; ``counts``: commands per op of
+    one layer (plus ``mac_ch``, ``out_beats``; equal for every variant)."""
     cfg: ModelConfig
     system: System
     contexts: list
@@ -1053,6 +1208,8 @@ class StepPlan:
     capacity: dict
     counts: dict
     info: dict
+    variants: list = None
+    group: int = 1
     _maps: Callable = field(repr=False, default=None)
     _setup: list = field(repr=False, default=None)
 
@@ -1062,12 +1219,13 @@ class StepPlan:
         if self.layers == 1:
             return list(self.layer)
         st = self.layer_sets
-        return [Rep((tuple(self.layer),), self.layers, "layers", set_stride=st,
+        vs = self.variants or [self.layer]
+        return [Rep(tuple(tuple(v) for v in vs), self.layers, "layers", set_stride=st,
                     vp_stride=st * self.system.sim.n_banks)]
 
     @property
     def setup(self) -> list:
-        """MAP of every page the step uses (all layers of this module)."""
+        """MAP of every page the step uses (all layers of this module, each page once)."""
         if self._setup is None:
             self._setup = self._maps(self.layers)
         return self._setup
@@ -1088,7 +1246,7 @@ class StepPlan:
 
 def compile_step(cfg: ModelConfig, system: System, contexts, partition: str = "TCP",
                  alloc: str = "dpa", max_context: int | None = None,
-                 strict: bool = True) -> StepPlan:
+                 strict: bool = True, group: int | None = None) -> StepPlan:
     """Compile ONE decode step of ``cfg`` for the requests of ``contexts`` (cache lengths
     including the new token) on one module of ``system`` (see the module doc).
 
@@ -1096,10 +1254,14 @@ def compile_step(cfg: ModelConfig, system: System, contexts, partition: str = "T
     max(contexts), per request).  ValueError naming the value for a bad input or a resource that
     does not fit (GBuf/OBuf entries, sets per bank, capacity); ``strict=False`` still builds a
     plan whose pages exceed the module (``capacity['fits']`` False) for what-if timing.
+    ``group`` (HFP): layers per group sharing a KV area, 1 .. min(n_ch, layers per stage);
+    None chooses it (see :func:`_layout`); a smaller one builds a smaller tree (fewer layer
+    variants) at the cost of capacity.
     """
     contexts, max_context = _check_common(cfg, system, contexts, partition, alloc, max_context)
+    group = _check_group(system, cfg, partition, group)
     sp = system.sim
-    lay = _layout(cfg, system, contexts, partition, alloc, max_context)
+    lay = _layout(cfg, system, contexts, partition, alloc, max_context, group)
     if lay.kt_n > sp.n_gbuf:
         raise ValueError(f"n_gbuf={sp.n_gbuf}: head_dim {cfg.head_dim} needs {lay.kt_n} query "
                          f"chunks of n_in={sp.n_in} resident in the GBuf")
@@ -1110,11 +1272,20 @@ def compile_step(cfg: ModelConfig, system: System, contexts, partition: str = "T
     cap = _capacity(cfg, system, lay, contexts)
     if strict:
         if lay.sets_used > sp.n_sets:
+            why = ""
+            if not lay.tcp:
+                un = max((u for st in lay.streams for u in st.units),
+                         key=lambda u: u.kb * lay.kt_n + u.tc * lay.dc_n)
+                pg = un.kb * lay.kt_n + un.tc * lay.dc_n
+                why = (f"; HFP keeps a KV head on one channel: one head's cache alone is {pg} "
+                       f"pages = {pg / sp.n_banks:.0f} sets per bank = "
+                       f"{pg * sp.page_bytes / 2**20:.4g} MB of the channel's "
+                       f"{sp.n_banks * sp.n_sets * sp.page_bytes / 2**20:.4g} MB")
             raise ValueError(
                 f"n_sets={sp.n_sets}: the step needs {lay.sets_used} sets per bank "
-                f"({lay.layers} layers x {lay.layer_sets}: weights {lay.w_sets}, K "
-                f"{lay.k_sets}, V {lay.v_sets}) for contexts up to {max(contexts)} "
-                f"x {len(contexts)} requests ({partition}, {alloc})")
+                f"({lay.n_groups} groups of {lay.group} layers x {lay.group_sets}: weights "
+                f"{lay.group} x {lay.w_sets}, K {lay.k_sets}, V {lay.v_sets}) for contexts up "
+                f"to {max(contexts)} x {len(contexts)} requests ({partition}, {alloc}){why}")
         if not cap["fits"]:
             raise ValueError(f"capacity: weights {cap['weight_reserved_bytes'] / GB:.1f} GB + "
                              f"KV {cap['reserved_kv_bytes'] / GB:.1f} GB > capacity_bytes="
@@ -1122,15 +1293,26 @@ def compile_step(cfg: ModelConfig, system: System, contexts, partition: str = "T
     bld = _Builder(lay)
     b = len(contexts)
     parts, ginfo = {}, {}
-    for key in ("qkv",):
+    for key in ("qkv", "o", "gu", "down"):
         parts[key], ginfo[key] = bld.gemv(key, b)
-    parts["append"] = bld.append()
-    parts["qk"] = bld.attention("qk")
-    parts["sv"] = bld.attention("sv")
-    for key in ("o", "gu", "down"):
-        parts[key], ginfo[key] = bld.gemv(key, b)
-    layer = (parts["qkv"] + [_BAR] + parts["append"] + parts["qk"] + [_BAR] + parts["sv"]
-             + [_BAR] + parts["o"] + [_BAR] + parts["gu"] + [_BAR] + parts["down"] + [_BAR])
+
+    def layer_of(p):
+        return (p["qkv"] + [_BAR] + p["append"] + p["qk"] + [_BAR] + p["sv"] + [_BAR]
+                + p["o"] + [_BAR] + p["gu"] + [_BAR] + p["down"] + [_BAR])
+    variants = []
+    for j in range(lay.group):            # layer j of a group: its channels, weight region
+        if j == 0:
+            pj = parts
+        else:
+            memo = {}
+            pj = {k: _shift(parts[k], j * lay.w_sets, sp.n_banks, memo)
+                  for k in ("qkv", "o", "gu", "down")}
+        pj["append"] = bld.append(j)
+        pj["qk"] = bld.attention("qk", j)
+        pj["sv"] = bld.attention("sv", j)
+        variants.append(layer_of(pj))
+    parts = {k: parts[k] for k in ("qkv", "append", "qk", "sv", "o", "gu", "down")}
+    layer = variants[0]
     pc = {k: plan_counts(v) for k, v in parts.items()}
     tot = Counter({"BARRIER": 6, "total": 6})
     for c in pc.values():
@@ -1138,17 +1320,23 @@ def compile_step(cfg: ModelConfig, system: System, contexts, partition: str = "T
     order = [n for n in _OPS.values() if tot.get(n)] + ["total", "mac_ch", "out_beats"]
     counts = {k: int(tot.get(k, 0)) for k in order}
     useful = sum(cfg.macs_per_token(T) for T in contexts)
+    for v in variants[1:]:            # rotated channels and shifted pages, the same commands
+        cv = plan_counts(v)
+        if (cv["total"], cv["mac_ch"], cv["out_beats"]) != \
+                (counts["total"], counts["mac_ch"], counts["out_beats"]):
+            raise AssertionError(f"layer variants differ in counts: {cv} != {counts}")
     pim = lay.layers * counts["mac_ch"] * sp.n_in * sp.n_out
     info = dict(tp=system.tp, pp=system.pp, kv_heads_per_module=lay.sh.hkv,
                 q_heads_per_module=lay.sh.hq, group=lay.sh.grp, ffn_cols=lay.sh.inter,
                 kt_n=lay.kt_n, dc_n=lay.dc_n, gemv=ginfo, parts=pc,
-                streams=len(lay.streams), layer_sets=lay.layer_sets, sets_used=lay.sets_used,
+                streams=len(lay.streams), layer_group=lay.group, layer_sets=lay.group_sets,
+                sets_used=lay.sets_used,
                 tree_nodes=sum(tree_nodes(v) for v in parts.values()) + 6,
                 # useful MACs / page-MACs of the whole system (padding, partial tiles)
                 useful_frac=useful / (pim * system.n_modules) if pim else 0.0)
     return StepPlan(cfg, system, contexts, partition, alloc, max_context, layer, lay.layers,
-                    system.pp, lay.layer_sets, parts, useful, pim, cap, counts, info,
-                    _maps=bld.maps)
+                    system.pp, lay.group_sets, parts, useful, pim, cap, counts, info,
+                    variants=variants, group=lay.group, _maps=bld.maps)
 
 
 def tree_nodes(items) -> int:
@@ -1163,12 +1351,13 @@ def tree_nodes(items) -> int:
 
 def max_batch(cfg: ModelConfig, system: System, contexts, alloc: str = "dpa",
               partition: str = "TCP", max_context: int | None = None, seed: int = 0,
-              limit: int = 1 << 20) -> int:
+              limit: int = 1 << 20, group: int | None = None) -> int:
     """How many requests fit in one module's pages after the weights (the same on every module
     of the system) under ``alloc``.  ``contexts``: an int ctx (requests drawn with
     ``request_mix(ctx, n, seed)``; static reserves ctx per request) or a function n -> n
     context lengths (a prefix of a longer draw).  ``max_context`` (static) defaults to ctx or
-    the longest drawn context."""
+    the longest drawn context.  ``group``: as in :func:`compile_step`."""
+    group = _check_group(system, cfg, partition, group)
     if isinstance(contexts, (int, np.integer)) and not isinstance(contexts, bool):
         ctx = int(contexts)
         _pos_int("max_batch", "contexts", ctx)
@@ -1183,7 +1372,7 @@ def max_batch(cfg: ModelConfig, system: System, contexts, alloc: str = "dpa",
         cs = fn(n)
         cs2, m = _check_common(cfg, system, cs, partition, alloc,
                                mc if mc is not None else max(cs))
-        lay = _layout(cfg, system, cs2, partition, alloc, m)
+        lay = _layout(cfg, system, cs2, partition, alloc, m, group)
         return _capacity(cfg, system, lay, cs2)["fits"]
     if not fits(1):
         return 0

@@ -171,13 +171,49 @@ def test_dpa_reserves_less_than_static():
             assert dp["reserved_kv_bytes"] <= st["reserved_kv_bytes"]
             assert 0 < st["utilisation"] < dp["utilisation"] <= 1
             assert st["fits"] and dp["fits"]
-        tcp = L.compile_step(cfg, s, ctx, "TCP", "dpa").capacity
+        # HFP: 4 requests x 4 layers = 16 units share each page (one per channel), so static
+        # reserves exactly what TCP reserves; DPA reserves the longest unit's pages per slot
+        tcp = L.compile_step(cfg, s, ctx, "TCP", "static", max_context=8192).capacity
+        hfp = L.compile_step(cfg, s, ctx, "HFP", "static", max_context=8192).capacity
+        assert hfp["reserved_kv_bytes"] == tcp["reserved_kv_bytes"]
+        assert hfp["utilisation"] == tcp["utilisation"] == sum(ctx) / (4 * 8192)
         hfp = L.compile_step(cfg, s, ctx, "HFP", "dpa").capacity
-        assert hfp["utilisation"] < tcp["utilisation"] / 8     # HFP: 1 of 16 channels per page
+        assert hfp["utilisation"] == pytest.approx(sum(ctx) / (4 * max(ctx)), rel=0.02)
     # static reservation is max_context per request, rounded up to pages
     s = L.aim_system(cfg)
     one = L.compile_step(cfg, s, [100], "TCP", "static", max_context=32768).capacity
     assert one["reserved_kv_bytes"] == cfg.kv_bytes_per_token(16) * 32768
+
+
+def test_hfp_capacity_counts_a_shared_page_once():
+    """HFP: the units of a slot (requests x KV heads x layers of a group, on distinct
+    channels) share its pages; reserved = pages MAPped x C channels x page bytes (each page
+    once), utilisation = live / reserved."""
+    cfg = L.load_config("llama-3.1-8b")                  # 1 KV head per module, 16 layers
+    s = L.dimc_system(cfg)
+    sp = s.sim
+    ctx = L.request_mix(8192, 3, seed=2)
+    shards = cfg.layers * s.tp
+    for alloc in ("static", "dpa"):
+        plan = L.compile_step(cfg, s, ctx, "HFP", alloc, max_context=8192)
+        cap = plan.capacity
+        assert plan.group == cap["layer_group"] == 16        # 48 units fill 3 slots exactly
+        kv_maps = [m for m in plan.setup if m.rid != 0]
+        assert len({m.vp for m in kv_maps}) == len(kv_maps) == cap["kv_pages_module"]
+        assert cap["reserved_kv_bytes"] == \
+            len(kv_maps) * sp.n_ch * sp.page_bytes * shards // plan.layers
+        assert cap["live_kv_bytes"] == sum(ctx) * cfg.kv_bytes_per_token(8)
+        assert cap["utilisation"] == cap["live_kv_bytes"] / cap["reserved_kv_bytes"]
+        # 3 slots (each holds all 3 requests' heads of some layers), each reserving its
+        # longest unit's key blocks and token chunks (64 tokens, 2 pages each: kt_n = dc_n = 2)
+        T = 8192 if alloc == "static" else max(ctx)
+        assert cap["kv_pages_module"] == 3 * math.ceil(T / 64) * (2 + 2)
+    st = L.compile_step(cfg, s, ctx, "HFP", "static", max_context=8192).capacity
+    assert st["utilisation"] == sum(ctx) / (3 * 8192)            # as TCP's (pages full)
+    # without layer groups each layer's 3 units fill 3 of a slot's 16 channels
+    one = L.compile_step(cfg, s, ctx, "HFP", "static", max_context=8192, group=1)
+    assert one.group == 1 and one.capacity["kv_pages_module"] == 16 * 128 * 4
+    assert one.capacity["utilisation"] == pytest.approx(st["utilisation"] * 3 / 16)
 
 
 def test_max_batch():
@@ -192,7 +228,9 @@ def test_max_batch():
     with pytest.raises(ValueError, match="n_sets"):
         L.compile_step(cfg, s, [1000] * (st + 1), "TCP", "static", max_context=32768)
     assert L.max_batch(cfg, s, lambda n: [4096] * n, "dpa") >= dp
-    assert L.max_batch(cfg, s, 32768, "static", "HFP") < st
+    # HFP shares each page among 16 units (requests x layers on distinct channels)
+    assert L.max_batch(cfg, s, 32768, "static", "HFP") == st
+    assert L.max_batch(cfg, s, 32768, "dpa", "HFP") < dp        # a slot's longest unit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +364,56 @@ def test_two_layers_and_gqa_group_on_the_golden_model():
         assert len(run.outs) == 2 * plan.counts["out_beats"]
 
 
+HFP_GROUPS = [  # layers, contexts, alloc, max_context, layers per group
+    (5, [60, 20], "static", 64, 2),          # 2 units / layer: groups of 2, a partial last
+    (5, [60, 20], "dpa", None, 2),
+    (3, [200], "static", None, 3),           # 1 unit / layer: 3 layers on channels 0, 1, 2
+    (4, [37, 100, 64], "dpa", None, 4),      # 12 units of 4 layers in 3 slots of 4 channels
+]
+
+
+@pytest.mark.parametrize("layers,ctx,alloc,mc,k", HFP_GROUPS)
+def test_hfp_layers_rotate_channels_and_share_kv_pages(layers, ctx, alloc, mc, k):
+    """HFP with fewer units than channels: layer j of a group runs its units on channels
+    j*U .. j*U+U-1 and the group's layers share one KV area (each channel holding its own
+    unit's data in the same pages).  The step (a Rep over the group's layer variants) runs
+    on the golden model and the timing model gives the same cycles."""
+    from model.perfsim import simulate
+    cfg, s = L.tiny_config(layers=layers), L.small_system()
+    C = s.sim.n_ch
+    plan = L.compile_step(cfg, s, ctx, "HFP", alloc, max_context=mc)
+    U = len(ctx)
+    assert plan.group == k and len(plan.variants) == k and plan.variants[0] is plan.layer
+    (rep,) = plan.step
+    assert rep.n == layers and len(rep.bodies) == k
+    assert rep.set_stride == plan.layer_sets and rep.vp_stride == plan.layer_sets * 4
+    for j, v in enumerate(plan.variants):
+        chans = {c for x in expand(v) if x.op == MAC and x.rid != 0
+                 for c in range(C) if x.chmask >> c & 1}
+        assert chans == {(j * U + u) % C for u in range(U)}
+        assert L.plan_counts(v)["total"] == plan.counts["total"]
+    # KV pages are MACed on several channels (one unit each); every page MAPped once
+    users = {}
+    for x in expand(plan.step):
+        if x.op == MAC and x.rid != 0:
+            users.setdefault((x.bank, x.set), set()).add(x.chmask)
+    assert max(len(m) for m in users.values()) == min(C, k * U)
+    _check_pages(plan)
+    assert sum(m.rid != 0 for m in plan.setup) == plan.capacity["kv_pages_module"]
+    for n in range(1, layers):                               # the first n layers' pages
+        sub = plan.setup_layers(n)
+        assert {m.vp for m in sub} <= {m.vp for m in plan.setup}
+        assert len({m.vp for m in sub}) == len(sub)
+    assert plan.capacity["sets_used"] <= s.sim.n_sets
+    assert plan.capacity["sets_used"] == 1 + max(m.vp // 4 for m in plan.setup)
+    run = _run(plan, n_layers=layers)
+    assert run.status == "ok" and run.errs == [] and run.dropped == [] and run.chan_errs == []
+    assert len(run.outs) == layers * plan.counts["out_beats"]
+    res = simulate(s.sim, plan.setup + plan.step)
+    assert (res.cycles, res.stats["busy"], res.stats["beats"]) == \
+        (run.cycles, sum(run.busy_cycles), len(run.outs))
+
+
 def test_small_module_without_deferral_room():
     """n_acc 2 / n_gbuf 2: no OBuf halves for deferred RD_OUTs; still correct."""
     cfg = L.tiny_config()
@@ -361,6 +449,31 @@ def test_72b_at_1m_tokens_is_a_small_tree_built_fast(kind):
     assert _max_rep(plan.parts["qk"]) == (1 << 20) // 16 // s.sim.n_out // 16 - 1
 
 
+def test_hfp_70b_at_1m_tokens():
+    """llama-3.1-70b, 1 request of 1M tokens, HFP static: tp 8 leaves one KV head per module
+    and layer; the stage's 10 layers run on channels 0..9 and share one KV area.  DIMC (INT8):
+    a head's K+V is 1M x 128 x 2 B = 256 MB of a 512 MB channel: fits.  AiM (bf16): 512 MB,
+    a whole channel, which also holds its share of the weights: cannot fit."""
+    cfg = L.load_config("llama-3.1-70b")
+    s = L.dimc_system(cfg)
+    t = time.perf_counter()
+    plan = L.compile_step(cfg, s, [1 << 20], "HFP", "static")
+    assert time.perf_counter() - t < 1.0
+    cap = plan.capacity
+    assert plan.group == 10 and cap["fits"] and cap["sets_used"] <= s.sim.n_sets
+    # one slot: 2^20 / 64 key blocks x 2 pages + 2^20 / 64 token chunks x 2 pages, 16 banks
+    assert cap["kv_pages_module"] == 4 * (1 << 20) // 64
+    w_sets = sum(g["sets"] for g in plan.info["gemv"].values())
+    assert cap["sets_used"] == plan.layer_sets == 4096 + 10 * w_sets      # [K | V | 10 x W]
+    assert cap["utilisation"] == pytest.approx(10 / 16)           # 10 of 16 channels hold a head
+    assert L.tree_nodes(plan.step) < 50_000
+    assert plan.n_leaves == n_leaves(plan.step) > 1_000_000
+    s = L.aim_system(cfg)
+    with pytest.raises(ValueError, match="one head's cache alone is 262144 pages = 16384 sets"):
+        L.compile_step(cfg, s, [1 << 20], "HFP", "static")
+    assert L.compile_step(cfg, s, [1 << 20], "TCP", "static").capacity["fits"]
+
+
 def test_qwen72b_at_1m_does_not_fit():
     cfg = L.load_config("qwen1.5-72b")               # MHA: 2.6 MB of KV per token
     with pytest.raises(ValueError, match="n_sets"):
@@ -392,3 +505,7 @@ def test_bad_inputs_raise_naming_the_value():
         L.compile_step(cfg, s, [5000], "HFP")
     with pytest.raises(ValueError, match="contexts"):
         L.max_batch(cfg, s, "long")
+    with pytest.raises(ValueError, match="group=2"):       # 1 layer: groups of 1
+        L.compile_step(cfg, s, [10], "HFP", group=2)
+    with pytest.raises(ValueError, match="group=2"):
+        L.max_batch(cfg, s, 100, partition="TCP", group=2)
