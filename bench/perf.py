@@ -25,6 +25,7 @@ from pathlib import Path
 
 from model import llm as L
 from model.energy import CONSTANTS, step_energy
+from model.perfprog import Rep
 from model.perfsim import simulate
 
 CONTEXTS = (4096, 16384, 32768, 131072, 1 << 20)
@@ -48,6 +49,22 @@ PIMPHONY = {   # published figures (ANCHORS.md); "(secondary)" = seen only in su
     "capacity_static": 0.362,
     "capacity_dpa": 0.756,                # (secondary)
 }
+
+
+def timing_items(plan):
+    """The program simulated for the step's cycles.  HFP rotates its units' channels from layer
+    to layer of a group (plan.variants): every variant is layer 0 with the attention phases on
+    permuted channels, each phase behind a BARRIER.  With a hub port per channel (out_ports =
+    n_ch) the channels are interchangeable except where a layer's first commands meet the
+    previous layer's last ones, so the step is simulated as layer 0 repeated (extrapolated
+    layer by layer instead of simulating every layer of a group): the only approximation of
+    make perf, within 0.5% on the systems tests/test_perfsim.py checks (2 cycles in 2464)."""
+    sp = plan.system.sim
+    if plan.layers > 1 and plan.variants and len(plan.variants) > 1 and sp.out_ports >= sp.n_ch:
+        st = plan.layer_sets
+        return [Rep((tuple(plan.layer),), plan.layers, "layers", set_stride=st,
+                    vp_stride=st * sp.n_banks)]
+    return plan.step
 
 
 def system_for(backend: str, cfg, dcs: bool, out_ports: int | None):
@@ -76,7 +93,7 @@ def run_point(backend: str, model: str, ctx: int, conf: str, seed: int, batch_ca
     contexts = L.request_mix(ctx, batch, seed)
     plan = L.compile_step(cfg, system, contexts, part, alloc, max_context=ctx)
     t1 = time.time()
-    res = simulate(sp, plan.step)
+    res = simulate(sp, timing_items(plan))
     t2 = time.time()
     stage_s = res.time_s
     latency = stage_s * plan.stages              # one token passes every pipeline stage
