@@ -163,7 +163,7 @@ def fmt_ctx(c):
 
 
 def summary_table(rows) -> str:
-    hdr = ("| back-end | model | context | config | batch | latency ms/token | tokens/s | "
+    hdr = ("| back-end | model | context | config | batch (fit) | latency ms/token | tokens/s | "
            "speedup (tput) | speedup (lat) | MAC util | roofline | channel util | "
            "capacity util | energy mJ/token | sim s |")
     out = [hdr, "|" + "---|" * 15]
@@ -174,7 +174,7 @@ def summary_table(rows) -> str:
             continue
         out.append(
             f"| {r['backend']} | {r['model']} | {fmt_ctx(r['ctx'])} | {r['config']} | "
-            f"{r['batch']} | {r['latency_s'] * 1e3:.3f} | {r['throughput_tok_s']:.1f} | "
+            f"{r['batch']} ({r['batch_fit']}) | {r['latency_s'] * 1e3:.3f} | {r['throughput_tok_s']:.1f} | "
             f"{r.get('speedup_throughput', float('nan')):.2f}x | "
             f"{r.get('speedup_latency', float('nan')):.2f}x | {r['mac_util']:.3f} | "
             f"{r['roofline_frac']:.3f} | {r['channel_util']:.3f} | {r['capacity_util']:.3f} | "
