@@ -30,6 +30,7 @@ from model.perfsim import simulate
 
 CONTEXTS = (4096, 16384, 32768, 131072, 1 << 20)
 MODELS = ("qwen1.5-7b", "llama-3.1-8b", "qwen1.5-72b", "llama-3.1-70b")
+DEFAULT_MODELS = ("llama-3.1-8b", "llama-3.1-70b")     # LLM-7B and LLM-72B, both with GQA
 BACKENDS = ("aim", "dimc")
 CONFIGS = {                      # name: (partition, dcs, alloc)
     "baseline": ("HFP", False, "static"),
@@ -361,7 +362,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="build/perf")
     ap.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS,
+                    help="default: Llama-3.1-8B (LLM-7B) and Llama-3.1-70B (LLM-72B); the Qwen1.5 "
+                         "models have no GQA (4-8x the KV cache) and take much longer")
     ap.add_argument("--contexts", nargs="+", type=int, default=list(CONTEXTS))
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--seed", type=int, default=int(os.environ.get("SEED", "1")))
