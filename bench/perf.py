@@ -368,7 +368,8 @@ def main(argv=None):
     ap.add_argument("--contexts", nargs="+", type=int, default=list(CONTEXTS))
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--seed", type=int, default=int(os.environ.get("SEED", "1")))
-    ap.add_argument("--batch-cap", type=int, default=64)
+    ap.add_argument("--batch-cap", type=int, default=4,
+                    help="requests simulated per point at most (the fit is reported too)")
     ap.add_argument("--out-ports", type=int, default=None,
                     help="result beats the hub takes per cycle (default: one per channel)")
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("JOBS", "2")))
