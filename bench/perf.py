@@ -184,86 +184,77 @@ def summary_table(rows) -> str:
 
 
 def plots(rows, outdir: Path):
+    """Three PNGs, one panel per (back-end, model): speedup and utilisation vs context, and
+    the energy breakdown at the longest context."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    files = []
     combos = sorted({(r["backend"], r["model"]) for r in rows},
                     key=lambda x: (x[0], MODELS.index(x[1])))
-    # speedup vs context
-    n = len(combos)
-    fig, axs = plt.subplots(1, n, figsize=(4 * n, 3.6), squeeze=False)
-    for ax, (b, m) in zip(axs[0], combos):
-        for conf in CONFIGS:
-            if conf == "baseline":
-                continue
-            pts = [(r["ctx"], r["speedup_throughput"]) for r in rows
-                   if r["backend"] == b and r["model"] == m and r["config"] == conf
-                   and "speedup_throughput" in r]
+
+    def sel(b, m, conf=None):
+        return [r for r in rows if r["backend"] == b and r["model"] == m and _ok(r)
+                and conf in (None, r["config"])]
+
+    def figure(name, height, draw):
+        n = len(combos)
+        fig, axs = plt.subplots(1, n, figsize=(4 * n, height), squeeze=False)
+        for ax, (b, m) in zip(axs[0], combos):
+            ax.set_title(f"{b}: {m}", fontsize=9)
+            draw(ax, b, m)
+        fig.tight_layout()
+        f = outdir / name
+        fig.savefig(f, dpi=110)
+        plt.close(fig)
+        return f
+
+    def speedup(ax, b, m):
+        for conf in list(CONFIGS)[1:]:
+            pts = [(r["ctx"], r["speedup_throughput"]) for r in sel(b, m, conf)
+                   if "speedup_throughput" in r]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=conf)
         ax.axhline(PIMPHONY["speedup_pim_only_max"], ls="--", c="gray", lw=0.8,
                    label="PIMphony 11.3x")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_title(f"{b}: {m}", fontsize=9)
         ax.set_xlabel("context (tokens)")
         ax.set_ylabel("throughput speedup vs baseline")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    f = outdir / "speedup_vs_context.png"
-    fig.savefig(f, dpi=110)
-    plt.close(fig)
-    files.append(f)
-    # utilisation vs context
-    fig, axs = plt.subplots(1, n, figsize=(4 * n, 3.6), squeeze=False)
-    for ax, (b, m) in zip(axs[0], combos):
+
+    def utilisation(ax, b, m):
         for conf, style in (("baseline", "--"), ("all", "-")):
-            sel = [r for r in rows if r["backend"] == b and r["model"] == m
-                   and r["config"] == conf and _ok(r)]
-            if not sel:
-                continue
-            x = [r["ctx"] for r in sel]
-            ax.plot(x, [r["mac_util"] for r in sel], style, marker="o", label=f"{conf} MAC")
-            ax.plot(x, [r["capacity_util"] for r in sel], style, marker="s",
-                    label=f"{conf} capacity")
-            ax.plot(x, [r["channel_util"] for r in sel], style, marker="^",
-                    label=f"{conf} channel")
+            rs = sel(b, m, conf)
+            x = [r["ctx"] for r in rs]
+            for key, mk, what in (("mac_util", "o", "MAC"), ("capacity_util", "s", "capacity"),
+                                  ("channel_util", "^", "channel")):
+                if rs:
+                    ax.plot(x, [r[key] for r in rs], style, marker=mk, label=f"{conf} {what}")
         ax.set_xscale("log", base=2)
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"{b}: {m}", fontsize=9)
         ax.set_xlabel("context (tokens)")
         ax.set_ylabel("utilisation")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    f = outdir / "utilisation_vs_context.png"
-    fig.savefig(f, dpi=110)
-    plt.close(fig)
-    files.append(f)
-    # energy breakdown: per combo, each config at the longest context where all fit
-    fig, axs = plt.subplots(1, n, figsize=(4 * n, 3.8), squeeze=False)
-    for ax, (b, m) in zip(axs[0], combos):
-        sel = [r for r in rows if r["backend"] == b and r["model"] == m and _ok(r)]
-        if not sel:
-            continue
-        ctx = max(r["ctx"] for r in sel)
-        sel = [r for r in sel if r["ctx"] == ctx]
-        comps = [k for k in sel[0]["energy_j_per_token"] if k != "total"]
-        bottom = [0.0] * len(sel)
-        for comp in comps:
-            v = [r["energy_j_per_token"].get(comp, 0.0) * 1e3 for r in sel]
-            ax.bar([r["config"] for r in sel], v, bottom=bottom, label=comp)
+
+    def energy(ax, b, m):
+        rs = sel(b, m)
+        if not rs:
+            return
+        ctx = max(r["ctx"] for r in rs)
+        rs = [r for r in rs if r["ctx"] == ctx]
+        bottom = [0.0] * len(rs)
+        for comp in (k for k in rs[0]["energy_j_per_token"] if k != "total"):
+            v = [r["energy_j_per_token"].get(comp, 0.0) * 1e3 for r in rs]
+            ax.bar([r["config"] for r in rs], v, bottom=bottom, label=comp)
             bottom = [a + c for a, c in zip(bottom, v)]
         ax.set_title(f"{b}: {m} @ {fmt_ctx(ctx)}", fontsize=9)
         ax.set_ylabel("mJ per token")
         ax.tick_params(axis="x", labelsize=7)
         ax.legend(fontsize=5)
-    fig.tight_layout()
-    f = outdir / "energy_breakdown.png"
-    fig.savefig(f, dpi=110)
-    plt.close(fig)
-    files.append(f)
-    return files
+
+    return [figure("speedup_vs_context.png", 3.6, speedup),
+            figure("utilisation_vs_context.png", 3.6, utilisation),
+            figure("energy_breakdown.png", 3.8, energy)]
 
 
 def pimphony_rows(rows) -> list[dict]:

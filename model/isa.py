@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from .spec import Field, MacroParams, _layout
 
-__all__ = ["Op", "IO_OPS", "ChannelParams", "cmd_fields", "out_fields", "encode", "decode",
+__all__ = ["Op", "IO_OPS", "seq_window", "ChannelParams", "cmd_fields", "out_fields", "encode",
+           "decode",
            "HostOp", "HOST_CHANNEL_OPS", "ModErr", "ModuleParams", "host_fields", "mod_out_fields",
            "host_encode"]
 
@@ -27,6 +28,13 @@ class Op(enum.IntEnum):
 
 
 IO_OPS = (Op.WR_INP, Op.WR_W, Op.RD_OUT)
+
+
+def seq_window(q_depth: int, n_banks: int, tree_stages: int) -> int:
+    """Sequence-number window W of a channel: the power of two above the commands that can be
+    queued (2 queues of q_depth) or in flight (tree_stages + 4 MACs per bank) at once, + 2."""
+    bound = 2 * q_depth + n_banks * (tree_stages + 4) + 2
+    return 1 << math.ceil(math.log2(bound))
 
 
 @dataclass(frozen=True)
@@ -62,8 +70,7 @@ class ChannelParams:
         """Sequence-number window W (a power of two): ids are ``seq mod W``.  W exceeds every
         command that can be queued or in flight at once; reuse of an id is safe because
         dependencies only ever name pending commands (docs/channel.md)."""
-        bound = 2 * self.q_depth + self.n_banks * (self.macro.tree_stages + 4) + 2
-        return 1 << math.ceil(math.log2(bound))
+        return seq_window(self.q_depth, self.n_banks, self.macro.tree_stages)
 
     @property
     def seq_bits(self) -> int:

@@ -18,11 +18,13 @@ exact: the machine is deterministic and each period sees the same commands.
 """
 from __future__ import annotations
 
-import math
+from collections import deque
 from dataclasses import dataclass, replace
 
-from .isa import ChannelParams, ModuleParams
+from .isa import ChannelParams, HostOp, ModuleParams, seq_window
+from .perfprog import CH_OPS, Rep
 from .spec import MacroParams
+from .stimulus import TAIL
 
 __all__ = ["SimParams", "DramTiming", "GDDR6_AIM", "PerfSim", "SimResult", "simulate", "STATS"]
 
@@ -156,10 +158,6 @@ class SimParams:
         return self.n_ch * self.n_pages * self.page_bytes
 
     @property
-    def macs_per_page(self) -> int:
-        return self.n_in * self.n_out
-
-    @property
     def refresh_factor(self) -> float:
         """DRAM: all-bank refresh every tREFI makes the banks unavailable for tRFC, after a
         precharge (tRP) and before a re-activation (tRCDRDMAC).  Applied in closed form as a
@@ -180,12 +178,6 @@ class SimParams:
 
 # ---------------------------------------------------------------------------------------------
 # The simulator
-from collections import deque                                     # noqa: E402
-
-from .isa import HostOp                                           # noqa: E402
-from .perfprog import CH_OPS, HCmd, Rep                           # noqa: E402
-from .stimulus import TAIL                                        # noqa: E402
-
 INF = 1 << 62
 _NOP, _WR_INP, _WR_W, _MAC, _RD_OUT = (int(HostOp.NOP), int(HostOp.WR_INP), int(HostOp.WR_W),
                                        int(HostOp.MAC), int(HostOp.RD_OUT))
@@ -215,7 +207,7 @@ class _Chan:
     def __init__(self, sp: SimParams):
         self.ioq, self.cq = deque(), deque()
         self.n = 0                               # next sequence number
-        self.W = W = sp_window(sp)
+        self.W = W = seq_window(sp.q_depth, sp.n_banks, sp.tree_stages)
         self.ring = [_Cell(0, -W + i) for i in range(W)]   # reset: every id done
         self.tab = {}                            # dependency table: key -> _Cell
         B = sp.n_banks
@@ -229,11 +221,6 @@ class _Chan:
         self.last_col = [-INF] * B
         self.acts = deque(maxlen=4)              # DRAM: last four ACT cycles of the channel
 
-
-def sp_window(sp: SimParams) -> int:
-    """Sequence-number window W of the channel (model/isa.py ``ChannelParams.window``)."""
-    bound = 2 * sp.q_depth + sp.n_banks * (sp.tree_stages + 4) + 2
-    return 1 << math.ceil(math.log2(bound))
 
 
 @dataclass
