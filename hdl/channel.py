@@ -1,6 +1,6 @@
 """PIM channel with a DCS controller (``B`` DIMC macros), implementing ``docs/channel.md``.
 
-Encodings and parameters come from :mod:`model.isa` (``ChannelParams``, ``Op``, ``cmd_fields``,
+Encodings and parameters come from :mod:`spec.isa` (``ChannelParams``, ``Op``, ``cmd_fields``,
 ``out_fields``); every bank is one :class:`hdl.macro.DimcMacro` (``docs/macro.md``).
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from model.isa import ChannelParams, Op, cmd_fields, out_fields
+from spec.isa import ChannelParams, Op, cmd_fields, out_fields
 
 from .layouts import struct_layout
 from .macro import DimcMacro

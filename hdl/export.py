@@ -7,10 +7,10 @@ Usage::
 writes ``<top>.v`` and ``<top>.ports.json`` for every top-level component in :data:`TOPS`: the
 macro (top ``dimc_macro``), the PIM channel (top ``pim_channel``, ``ChannelParams(macro=...)``)
 and the PIM module (top ``pim_module``, ``ModuleParams(channel=...)``).
-``--config`` overrides :class:`model.spec.MacroParams` fields (of the macro and of every bank of
-the channel and module), ``--channel`` overrides :class:`model.isa.ChannelParams` fields (of the
+``--config`` overrides :class:`spec.params.MacroParams` fields (of the macro and of every bank of
+the channel and module), ``--channel`` overrides :class:`spec.isa.ChannelParams` fields (of the
 channel and of every channel of the module), ``--module`` overrides
-:class:`model.isa.ModuleParams` fields.  With
+:class:`spec.isa.ModuleParams` fields.  With
 ``--lint`` each file is checked with ``verilator --lint-only -Wall`` plus only the committed
 waiver file ``hdl/waivers.vlt``; the exit status is non-zero if lint fails.
 """
@@ -27,9 +27,9 @@ from pathlib import Path
 from amaranth.back import verilog
 from amaranth.lib import wiring
 
-from model.isa import (ChannelParams, ModuleParams, cmd_fields, host_fields, mod_out_fields,
+from spec.isa import (ChannelParams, ModuleParams, cmd_fields, host_fields, mod_out_fields,
                        out_fields)
-from model.spec import MacroParams, req_fields, res_fields, wr_fields
+from spec.params import MacroParams, req_fields, res_fields, wr_fields
 
 from .channel import PimChannel
 from .macro import DimcMacro
@@ -56,7 +56,7 @@ def generate(params: MacroParams, fault: str | None = None, name: str = "dimc_ma
 
 
 def port_map(params: MacroParams, fault: str | None = None) -> dict:
-    """Ports of the macro (name, direction, width, payload fields from model.spec) and params."""
+    """Ports of the macro (name, direction, width, payload fields from spec.params) and params."""
     dut = DimcMacro(params, fault=fault)
     fields = {"wr": wr_fields(params), "req": req_fields(params), "res": res_fields(params)}
     return {
@@ -76,7 +76,7 @@ def generate_channel(params: ChannelParams, name: str = "pim_channel") -> str:
 
 
 def channel_port_map(params: ChannelParams) -> dict:
-    """Ports of the channel (name, direction, width, payload fields from model.isa) and params."""
+    """Ports of the channel (name, direction, width, payload fields from spec.isa) and params."""
     dut = PimChannel(params)
     return {
         "params": dataclasses.asdict(params),
@@ -96,7 +96,7 @@ def generate_module(params: ModuleParams, name: str = "pim_module") -> str:
 
 def module_port_map(params: ModuleParams) -> dict:
     """Ports of the module (name, direction, width, fields of ``host_cmd`` and ``out__payload``
-    from model.isa) and params."""
+    from spec.isa) and params."""
     dut = PimModule(params)
     return {
         "params": dataclasses.asdict(params),

@@ -1,16 +1,16 @@
-"""Stream payload layouts of the DIMC macro, derived from :mod:`model.spec`.
+"""Stream payload layouts of the DIMC macro, derived from :mod:`spec.params`.
 
-``model.spec`` is the single source of truth for field names, offsets and widths; this module
-only converts its :class:`~model.spec.Field` dicts into :class:`amaranth.lib.data.StructLayout`
+``spec.params`` is the single source of truth for field names, offsets and widths; this module
+only converts its :class:`~spec.params.Field` dicts into :class:`amaranth.lib.data.StructLayout`
 and checks that the conversion is exact (so that a payload port's packed value is the integer
-produced by :func:`model.spec.pack`).
+produced by :func:`spec.params.pack`).
 """
 from __future__ import annotations
 
 from amaranth.hdl import unsigned
 from amaranth.lib import data
 
-from model.spec import Field, MacroParams, req_fields, res_fields, wr_fields
+from spec.params import Field, MacroParams, req_fields, res_fields, wr_fields
 
 __all__ = ["struct_layout", "wr_layout", "req_layout", "res_layout"]
 

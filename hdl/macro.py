@@ -31,7 +31,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from model.spec import MacroErr, MacroParams
+from spec.params import MacroErr, MacroParams
 
 from .layouts import req_layout, res_layout, wr_layout
 
@@ -87,7 +87,7 @@ class DimcMacro(wiring.Component):
     Parameters
     ----------
     params : MacroParams
-        Configuration (sizes and widths in bits, see :class:`model.spec.MacroParams`).
+        Configuration (sizes and widths in bits, see :class:`spec.params.MacroParams`).
     fault : str or None
         ``None`` for the correct design; ``"sign_add"`` builds a deliberately wrong DUT that adds
         the sign-bit partial sum instead of subtracting it.  Anything else: ``ValueError``.
@@ -101,7 +101,7 @@ class DimcMacro(wiring.Component):
     res : Out(stream.Signature(res_layout))
         Result beat; ``y`` (n_out x acc_width, signed), ``dst``.
     err : Out(2)
-        :class:`model.spec.MacroErr` of the write beat accepted in the previous cycle, else 0.
+        :class:`spec.params.MacroErr` of the write beat accepted in the previous cycle, else 0.
     busy : Out(1)
         The issue stage applies an input bit this cycle.
 

@@ -1,6 +1,6 @@
 """PIM module (hub): host FIFO, dispatcher, DPA page table, loops over ``n_ch`` channels.
 
-Cycle-exact implementation of ``docs/module.md``; encodings from :mod:`model.isa`
+Cycle-exact implementation of ``docs/module.md``; encodings from :mod:`spec.isa`
 (``ModuleParams``, ``HostOp``, ``ModErr``, ``host_fields``, ``mod_out_fields``); every channel is
 one :class:`hdl.channel.PimChannel` (``docs/channel.md``).
 """
@@ -10,7 +10,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from model.isa import (HOST_CHANNEL_OPS, HostOp, ModErr, ModuleParams, host_fields,
+from spec.isa import (HOST_CHANNEL_OPS, HostOp, ModErr, ModuleParams, host_fields,
                        mod_out_fields)
 
 from .channel import PimChannel

@@ -1,1 +1,1 @@
-"""cimphony golden models, shared specifications and workloads (pure Python / numpy)."""
+"""Level 2, golden models: cycle- and bit-exact Python models of the macro, channel and module."""

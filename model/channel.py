@@ -25,10 +25,10 @@ from __future__ import annotations
 from collections import deque, namedtuple
 from dataclasses import dataclass, field
 
-from .isa import ChannelParams, Op, cmd_fields, out_fields
-from .macro import MacroModel, state_diff as macro_state_diff
-from .spec import req_fields, wr_fields
-from .stimulus import TAIL, Source, Beat, ready_at
+from spec.isa import ChannelParams, Op, cmd_fields, out_fields
+from model.macro import MacroModel, state_diff as macro_state_diff
+from spec.params import req_fields, wr_fields
+from model.stimulus import TAIL, Source, Beat, ready_at
 
 __all__ = ["ChannelModel", "ChanOut", "ChannelTrace", "channel_state_diff"]
 

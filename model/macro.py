@@ -22,10 +22,10 @@ from collections import namedtuple
 
 import numpy as np
 
-from .numerics import pack_signed, unpack_signed
-from .spec import MacroErr, MacroParams, req_fields, res_fields, wr_fields
-from .stimulus import TAIL, Source, Stimulus, ready_pattern
-from .trace import Trace
+from model.numerics import pack_signed, unpack_signed
+from spec.params import MacroErr, MacroParams, req_fields, res_fields, wr_fields
+from model.stimulus import TAIL, Source, Stimulus, ready_pattern
+from model.trace import Trace
 
 __all__ = ["MacroModel", "MacroOut", "state_diff"]
 
@@ -330,8 +330,8 @@ def _bench(n_cycles: int = 50000) -> dict:
     default configuration.  ``python -m model.macro``."""
     import time
 
-    from .spec import pack, pack_vec
-    from .stimulus import Beat
+    from spec.params import pack, pack_vec
+    from model.stimulus import Beat
 
     p = MacroParams()
     rng = np.random.default_rng(1)

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .channel import ChannelModel
-from .isa import (HOST_CHANNEL_OPS, HostOp, ModErr, ModuleParams, Op, cmd_fields,
+from model.channel import ChannelModel
+from spec.isa import (HOST_CHANNEL_OPS, HostOp, ModErr, ModuleParams, Op, cmd_fields,
                   host_fields, mod_out_fields)
-from .stimulus import TAIL, ready_at, ready_threshold
+from model.stimulus import TAIL, ready_at, ready_threshold
 
 __all__ = ["ModuleModel", "ModOut", "ModuleRun", "module_state_diff", "NONE", "CAPTURE",
            "REPLAY"]

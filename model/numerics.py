@@ -8,7 +8,7 @@
 * :func:`tiled_matmul` - ``X @ W`` for reductions longer than ``n_in`` (and any number of
   columns), as a sequence of macro requests with accumulate: sum of tiles wrapped to acc_width.
 * :func:`pack_signed` / :func:`unpack_signed` - vectorised packed-int <-> signed vector codecs
-  (same layout as :func:`model.spec.pack_vec`), fast enough for per-result use.
+  (same layout as :func:`spec.params.pack_vec`), fast enough for per-result use.
 
 Every function validates its operands and raises ValueError naming the offending value.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spec import MacroParams
+from spec.params import MacroParams
 
 __all__ = ["wrap", "bitserial_dot", "matvec", "tiled_matmul", "pack_signed", "unpack_signed",
            "check_range"]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .spec import MacroParams
+from spec.params import MacroParams
 
 TAIL = 2
 _M32 = 0xFFFFFFFF
@@ -34,7 +34,7 @@ _M32 = 0xFFFFFFFF
 
 @dataclass(frozen=True)
 class Beat:
-    """One stream beat: packed ``payload`` (see model/spec.py layouts), ``gap`` idle cycles
+    """One stream beat: packed ``payload`` (see spec/params.py layouts), ``gap`` idle cycles
     before it may be offered, and ``after``: transfers needed on the other stream first."""
     payload: int
     gap: int = 0

@@ -5,7 +5,7 @@ Events are ``(cycle, kind, value)`` in cycle order, and within one cycle in the 
 wr, req, res, err:
 
 * ``wr`` / ``req``: a beat transferred in ``cycle`` (value 0);
-* ``res``: a result beat transferred in ``cycle`` (value = packed payload, model.spec.res_fields);
+* ``res``: a result beat transferred in ``cycle`` (value = packed payload, spec.params.res_fields);
 * ``err``: ``err`` output was nonzero in ``cycle`` (value = the code).
 
 ``cycles`` is the total number of cycles run (end rule of model/stimulus.py:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cocotb_tools.runner import Verilator
 
-from model.spec import MacroParams
+from spec.params import MacroParams
 from model.stimulus import Stimulus, ready_threshold
 from tb import probespec, vlenv
 from tb.probe import probe_verilog
@@ -141,8 +141,6 @@ def run_job(t: Target, job: dict, *, seed: int, waves: bool | None = None,
         pickle.dump(dict(job, out=str(out), waves=waves), f)
     if out.exists():
         out.unlink()
-    if str(vlenv.REPO) not in sys.path:   # the runner hands sys.path to the simulator
-        sys.path.insert(0, str(vlenv.REPO))
     runner = _Runner()
     log = jfile.with_suffix(".log")
     t0 = time.time()

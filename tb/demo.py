@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model.spec import MacroParams
-from model.workloads import MINILM_SENTENCE, llama_attn_scores, minilm_qkv
+from spec.params import MacroParams
+from workloads.gemm import MINILM_SENTENCE, llama_attn_scores, minilm_qkv
 from tb.build import Target, build, describe_mismatch, run_lockstep
 
 OUT = Path("build/demo")

@@ -21,7 +21,7 @@ from cocotb.triggers import FallingEdge
 
 from model.macro import MacroModel
 from model.stimulus import TAIL, Source, ready_pattern
-from model.spec import MacroErr
+from spec.params import MacroErr
 from tb.probespec import MACRO
 
 CTL_WR_VALID, CTL_REQ_VALID, CTL_RES_READY = (MACRO.ctl_bit(n) for n in MACRO.ctl)

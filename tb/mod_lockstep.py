@@ -13,7 +13,7 @@ import json
 
 import cocotb
 
-from model.isa import ModErr
+from spec.isa import ModErr
 from model.module import ModuleModel
 from tb import stream_lockstep
 from tb.probespec import module

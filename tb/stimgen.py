@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.spec import MacroParams, pack, pack_vec, req_fields, wr_fields
+from spec.params import MacroParams, pack, pack_vec, req_fields, wr_fields
 from model.stimulus import Beat, Stimulus
 
 
@@ -72,10 +72,10 @@ def random_stimulus(p: MacroParams, seed: int, n_req: int = 64, n_wr: int | None
 
 
 def random_channel_cmds(p, seed: int, n: int, gap_p: float = 0.2, max_gap: int = 3):
-    """Random well-formed channel commands [(payload, gap)] (model/isa.py): weight rows,
+    """Random well-formed channel commands [(payload, gap)] (spec/isa.py): weight rows,
     input tiles, MACs (accumulating or not) and reads on random banks/entries, so that real
     dependencies between GBuf/OBuf entries and weight sets occur often."""
-    from model.isa import Op, encode
+    from spec.isa import Op, encode
     rng = np.random.default_rng(seed)
     m = p.macro
     wlo, whi = m.w_range
@@ -108,7 +108,7 @@ def random_host_cmds(p, seed: int, n: int, bad_p: float = 0.15, burst_p: float =
     """Random host commands [(host_cmd, gap)] for a PimModule (docs/module.md), valid and
     malformed mixed: out-of-range fields, bad opcodes, unmapped / foreign / double-mapped pages,
     loops (also with malformed bodies), barriers, and bursts that overflow the FIFO."""
-    from model.isa import HostOp, host_encode
+    from spec.isa import HostOp, host_encode
     rng = np.random.default_rng(seed)
     ch, m = p.channel, p.channel.macro
     wlo, whi = m.w_range

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.spec import MacroParams, req_fields, res_fields, unpack, unpack_vec, width, wr_fields
+from spec.params import MacroParams, req_fields, res_fields, unpack, unpack_vec, width, wr_fields
 from model.stimulus import TAIL, Stimulus
 from tb import vlenv
 

@@ -1,16 +1,8 @@
-"""Shared pytest setup: seeds (SEED=n to reproduce), repo on sys.path."""
+"""Shared pytest setup: seeds (SEED=n to reproduce)."""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 
 @pytest.fixture
 def seed(request) -> int:

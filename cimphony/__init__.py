@@ -1,0 +1,1 @@
+"""cimphony: the `cimphony` command and toolchain compatibility hooks."""

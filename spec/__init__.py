@@ -1,0 +1,1 @@
+"""Shared specification: macro parameters and packed field layouts (params), the ISA (isa). Imported by every level."""

@@ -1,0 +1,1 @@
+"""Workloads: model configs, real weights (MiniLM), quantisation, GEMM tiling onto the macro."""
