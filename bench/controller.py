@@ -9,13 +9,14 @@ golden models, so every number below is also a proof that RTL == model on that r
    Capacity (DPA vs static, as PIMphony measures it): (a) RTL: TCP, a 4-request mix whose
    static reservation (max_context) is well above the live lengths; (b) page accounting
    only (no RTL) at benchmark scale: the LongBench/LV-Eval mean lengths vs a 128K static
-   reservation, with compiler/attention.py's TCP page rules.
+   reservation, with the page allocator's TCP page count (compiler.pages.kv_pages).
 2. Long QK^T stream on one channel (compiler.programs.qk_stream_program), DCS vs in-order,
    steady state; plus a reordered stream (bench-side builder); where the cycles go.
 3. Robustness: >= 10^6 random host commands (valid and malformed) on a tiny module, RTL vs
    model in lockstep, in chunks.
 
-Writes ``bench/results/controller.json`` and ``bench/results/controller.md``.
+Writes ``<out>/controller.json`` and ``<out>/controller.md`` (default ``build/bench/``; ``cimphony
+bench --only controller`` takes the same options).
 """
 from __future__ import annotations
 
@@ -32,13 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from compiler import attention as A
+from compiler.pages import kv_pages
 from model.channel import ChannelModel
 from spec.isa import ChannelParams, ModuleParams, Op, encode
 from model.module import ModuleModel
 from compiler.programs import decode_out, qk_stream_program
-from spec.params import MacroParams, pack_vec
+from spec.params import MacroParams, check_int, pack_vec
+from workloads.mix import BENCH_MEANS
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 # Module under test: 16x16 8-bit macros, 8 weight sets (pages) per macro, 4 banks, 4 channels.
 # n_sets = 8 (not 2): a page holds only 16 tokens x 16 dims, and HFP reserves a request's page
@@ -122,9 +124,9 @@ def run_step(p: ModuleParams, reqs, part, alloc, seed, loop=False, label="ctl"):
     rs = run_module_lockstep(p, setup, seed=seed, label=label + "_setup")
     _check(rs, f"{part}/{alloc} setup")
     dec = prog.decode(rf["outputs"])          # raises if the RTL's scores are not exact
-    exact = all(np.array_equal(o, e) for o, e in zip(dec.o, prog.expected_o))
+    exact = all(np.array_equal(o, e) for o, e in zip(dec.o, prog.expected_o, strict=True))
     cos = min(float(np.dot(o.ravel(), r.ravel()) / (np.linalg.norm(o) * np.linalg.norm(r)))
-              for o, r in zip(dec.o, prog.reference))
+              for o, r in zip(dec.o, prog.reference, strict=True))
     C, B = p.n_ch, p.channel.n_banks
     step = rf["cycles"] - rs["cycles"]
     busy = rf["busy_cycles"]
@@ -202,33 +204,32 @@ def part1(seed: int) -> dict:
 
 # ------------------------------------------------------------------------------------------
 # Part 1, capacity: DPA vs static
-def tcp_pages(ctx: int, C: int, n_in: int, n_out: int, d: int) -> int:
-    """Physical pages one KV head of one request holds for ``ctx`` tokens under TCP, with the
-    rules of compiler.attention.build_program (unrolled): tokens interleaved over C channels
-    (nloc = ceil(ctx / C) on the fullest); K: ceil(nloc / n_out) key blocks x ceil(d / n_in)
-    d-chunks; V: ceil(nloc / n_in) token chunks x ceil(d / n_out) dim chunks.  A page is one
-    n_in x n_out tile in each of the C channels (pages of n_out tokens x C channels for K)."""
-    nloc = math.ceil(ctx / C)
-    return (math.ceil(nloc / n_out) * math.ceil(d / n_in)
-            + math.ceil(nloc / n_in) * math.ceil(d / n_out))
-
-
 def tcp_capacity(tokens, max_context: int, C: int, n_in: int, n_out: int, w_bits: int, d: int,
                  chunk_pages: int = 1) -> dict:
     """Capacity utilisation (live KV bytes / reserved bytes) static vs DPA, per KV head (the
-    same for every head and layer).  static: pages for ``max_context``; dpa: pages for the
-    live tokens, rounded up to ``chunk_pages`` (allocation granularity) per request."""
+    same for every head and layer), with the page allocator's count of one TCP KV head
+    (:func:`compiler.pages.kv_pages`: tokens interleaved over C channels, K in key blocks of
+    n_out tokens x ceil(d / n_in) d-chunks, V in token chunks of n_in tokens x ceil(d / n_out)
+    dim chunks; a page is one n_in x n_out tile in each of the C channels).  static: pages for
+    ``max_context``; dpa: pages for the live tokens, rounded up to ``chunk_pages``
+    (allocation granularity) per request."""
+    if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__iter__") or not list(tokens):
+        raise ValueError(f"tcp_capacity: tokens={tokens!r} must be a non-empty list of lengths")
+    tokens = [check_int(f"tcp_capacity: tokens[{i}]", T, 1) for i, T in enumerate(tokens)]
+    for name, v in (("max_context", max_context), ("C", C), ("n_in", n_in), ("n_out", n_out),
+                    ("w_bits", w_bits), ("d", d), ("chunk_pages", chunk_pages)):
+        check_int(f"tcp_capacity: {name}", v, 1)
     page_bytes = C * n_in * n_out * w_bits // 8
     rnd = lambda k: -(-k // chunk_pages) * chunk_pages            # noqa: E731
     live = [2 * T * d * w_bits // 8 for T in tokens]
-    st = [rnd(tcp_pages(max_context, C, n_in, n_out, d)) for _ in tokens]
-    dp = [rnd(tcp_pages(T, C, n_in, n_out, d)) for T in tokens]
+    st = [rnd(kv_pages(max_context, C, n_in, n_out, d)) for _ in tokens]
+    dp = [rnd(kv_pages(T, C, n_in, n_out, d)) for T in tokens]
     res = dict(page_bytes=page_bytes, tokens_per_k_page=n_out * C, chunk_pages=chunk_pages,
                static_pages=sum(st), dpa_pages=sum(dp),
                static=sum(live) / (sum(st) * page_bytes), dpa=sum(live) / (sum(dp) * page_bytes),
                per_request=[dict(T=T, static=lv / (a * page_bytes), dpa=lv / (b * page_bytes),
                                  static_pages=a, dpa_pages=b)
-                            for T, lv, a, b in zip(tokens, live, st, dp)])
+                            for T, lv, a, b in zip(tokens, live, st, dp, strict=True)])
     return res
 
 
@@ -259,9 +260,9 @@ def capacity_rtl(seed: int) -> dict:
 
 def capacity_accounting() -> dict:
     """(b) Page accounting only (no RTL): one request per benchmark at its mean length
-    (ANCHORS.md), static reservation CAP_MAX_CONTEXT, TCP pages as in compiler/attention.py."""
-    toks = list(A.BENCH_MEANS.values())
-    out = dict(benchmarks=list(A.BENCH_MEANS), tokens=toks, max_context=CAP_MAX_CONTEXT,
+    (ANCHORS.md), static reservation CAP_MAX_CONTEXT, TCP pages (compiler.pages.kv_pages)."""
+    toks = list(BENCH_MEANS.values())
+    out = dict(benchmarks=list(BENCH_MEANS), tokens=toks, max_context=CAP_MAX_CONTEXT,
                scales=[])
     for name, (ni, no, wb, C, d) in CAP_SCALES.items():
         row = dict(name=name, n_in=ni, n_out=no, w_bits=wb, n_ch=C, head_dim=d,
@@ -515,7 +516,7 @@ def render(res: dict) -> str:
                     continue
                 L.append(f"| {r['alloc']} | {lp} | {_f(r['cap_util'])} | {r['mapped_pages']} | "
                          f"{r['step_cycles']} | {_f(r['mac_util'])} | {r['exact']} |")
-            L += ["", f"Page accounting (`tcp_pages`) of the same mix gives static "
+            L += ["", f"Page accounting (`compiler.pages.kv_pages`) of the same mix gives static "
                       f"{_f(ac['static'])} ({ac['static_pages']} pages), DPA {_f(ac['dpa'])} "
                       f"({ac['dpa_pages']} pages): identical to the RTL program's page table "
                       "(checked in the bench), which validates the accounting used in (b). "
@@ -530,19 +531,20 @@ def render(res: dict) -> str:
         ca = p1.get("capacity_accounting")
         if ca:
             L += ["", f"**(b) Page accounting only, no RTL** (benchmark scale): one request per "
-                      f"benchmark at its mean length {dict(zip(ca['benchmarks'], ca['tokens']))} "
+                      "benchmark at its mean length "
+                      f"{dict(zip(ca['benchmarks'], ca['tokens'], strict=True))} "
                       f"(ANCHORS.md); static reserves {ca['max_context']:,} tokens (128K) per "
-                      "request; TCP pages as in compiler/attention.py (`tcp_pages`; K: n_out tokens "
-                      "x channels per page, V: n_in tokens x channels). Per KV head (the same "
-                      "for every head and layer). PIMphony: static 0.362 (0.310-0.405), "
-                      "dynamic 0.756 (secondary).", "",
+                      "request; TCP pages as the attention compiler allocates them "
+                      "(`compiler.pages.kv_pages`; K: n_out tokens x channels per page, V: "
+                      "n_in tokens x channels). Per KV head (the same for every head and layer). "
+                      "PIMphony: static 0.362 (0.310-0.405), dynamic 0.756 (secondary).", "",
                       "| scale | page | static util | DPA util | DPA util, 1 MB chunks per KV "
                       "head | per request static / DPA |",
                       "|---|---|---:|---:|---:|---|"]
             for row in ca["scales"]:
                 pg, ch = row["page"], row.get("chunk")
                 per = "; ".join(f"{b} {_f(x['static'], 2)} / {_f(x['dpa'], 3)}"
-                                for b, x in zip(ca["benchmarks"], pg["per_request"]))
+                                for b, x in zip(ca["benchmarks"], pg["per_request"], strict=True))
                 L.append(f"| {row['name']} | {pg['page_bytes'] // 1024} KB, "
                          f"{pg['tokens_per_k_page']} tokens/K page | {_f(pg['static'])} | "
                          f"{_f(pg['dpa'])} | {_f(ch['dpa']) if ch else '-'} | {per} |")
@@ -644,17 +646,56 @@ def render(res: dict) -> str:
     return "\n".join(L)
 
 
+DEFAULT_SEED = 7
+PARTS = (1, 2, 3)
+
+
+def parts_arg(text: str) -> frozenset[int]:
+    """argparse type of ``--parts``: a comma-separated non-empty subset of 1,2,3."""
+    items = [x.strip() for x in text.split(",")]
+    if not text.strip() or any(x not in {str(k) for k in PARTS} for x in items):
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list of parts "
+                                         f"{','.join(map(str, PARTS))}, got {text!r}")
+    return frozenset(int(x) for x in items)
+
+
+def add_arguments(ap, common: bool = True) -> None:
+    """Options of ``bench.controller``; ``common``: also ``--seed`` and ``--out`` (which
+    ``cimphony bench`` shares between the benches)."""
+    from cimphony.cli import env_default, nonneg_int, out_dir, positive_int
+    if common:
+        from bench.macro import RESULTS_DIR
+        ap.add_argument("--seed", type=nonneg_int, metavar="N",
+                        default=env_default("SEED", DEFAULT_SEED),
+                        help=f"seed (default: $SEED, else {DEFAULT_SEED})")
+        ap.add_argument("--out", type=out_dir, metavar="DIR", default=RESULTS_DIR,
+                        help="output directory")
+    ap.add_argument("--parts", type=parts_arg, metavar="1,2,3", default=frozenset(PARTS),
+                    help="parts to run, comma-separated subset of 1,2,3 (default: all)")
+    ap.add_argument("--chunks", type=positive_int, metavar="N", default=20,
+                    help="part 3: chunks of random host commands")
+    ap.add_argument("--chunk-cmds", type=positive_int, metavar="N", default=50_000,
+                    help="part 3: host commands per chunk")
+
+
+def outputs(args) -> list[Path]:
+    """Files :func:`run` writes for ``args``."""
+    return [Path(args.out) / "controller.json", Path(args.out) / "controller.md"]
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seed", type=int, default=int(os.environ.get("SEED", "7")))
-    ap.add_argument("--parts", default="1,2,3")
-    ap.add_argument("--chunks", type=int, default=20)
-    ap.add_argument("--chunk-cmds", type=int, default=50_000)
-    args = ap.parse_args(argv)
-    parts = {int(x) for x in args.parts.split(",") if x}
+    ap = argparse.ArgumentParser(prog="python -m bench.controller",
+                                 description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args) -> int:
+    """Run the selected parts, merge them into ``<out>/controller.json``, render the .md."""
+    parts = set(args.parts)
     print(f"[controller] seed {args.seed} (SEED=n to change), parts {sorted(parts)}", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    jpath = RESULTS / "controller.json"
+    jpath, mpath = outputs(args)
+    jpath.parent.mkdir(parents=True, exist_ok=True)
     res = json.loads(jpath.read_text()) if jpath.exists() else {}
     res.update(seed=args.seed, host=platform.node(), cpus=os.cpu_count())
     timings = res.setdefault("timings_s", {})
@@ -672,9 +713,9 @@ def main(argv=None) -> int:
             timings[f"part{k}"] = round(time.perf_counter() - t0, 1)
             jpath.write_text(json.dumps(res, indent=1, default=str) + "\n")
     md = render(res)
-    (RESULTS / "controller.md").write_text(md + "\n")
+    mpath.write_text(md + "\n")
     print(md)
-    print(f"[controller] timings (s): {timings}; wrote {jpath} and controller.md")
+    print(f"[controller] timings (s): {timings}; wrote {jpath} and {mpath}")
     return 0
 
 

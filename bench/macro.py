@@ -1,9 +1,10 @@
 """Simulation speed of the default macro: trace-compare mode, harness alone, cocotb lockstep.
 
-    python -m bench.macro [--cycles N] [--lockstep-cycles N] [--seed S] [--no-lockstep]
+    cimphony bench --only macro [--cycles N] [--lockstep-cycles N] [--seed S] [--no-lockstep]
+    python -m bench.macro [same options] [--out DIR]
 
-Writes ``bench/results/macro.json`` and ``bench/results/macro.md`` and prints a table.
-Targets: trace-compare >= 100k cycles/s, lockstep >= 20k cycles/s.
+Writes ``<out>/macro.json`` and ``<out>/macro.md`` (default ``build/bench/``) and prints a
+table.  Targets: trace-compare >= 100k cycles/s, lockstep >= 20k cycles/s.
 """
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from spec.params import MacroParams
 from model.stimulus import Stimulus
 from tb import trace
 from tb.stimgen import random_stimulus
 
-RESULTS = Path(__file__).resolve().parent / "results"
+#: default output directory of both benches (relative to the working directory)
+RESULTS_DIR = Path("build/bench")
+DEFAULT_SEED = 2024
 TARGET_TRACE = 100_000
 TARGET_LOCKSTEP = 20_000
 
@@ -33,25 +38,53 @@ def long_stimulus(p: MacroParams, cycles: int, seed: int):
                            max_gap=4, dep_p=0.05)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cycles", type=int, default=250_000, help="trace-compare stimulus length")
-    ap.add_argument("--lockstep-cycles", type=int, default=40_000)
-    ap.add_argument("--seed", type=int, default=int(os.environ.get("SEED", "2024")))
-    ap.add_argument("--no-lockstep", action="store_true")
-    args = ap.parse_args(argv)
+def add_arguments(ap, common: bool = True) -> None:
+    """Options of ``bench.macro``; ``common``: also ``--seed`` and ``--out`` (which
+    ``cimphony bench`` shares between the benches)."""
+    from cimphony.cli import env_default, nonneg_int, out_dir, positive_int
+    if common:
+        ap.add_argument("--seed", type=nonneg_int, metavar="N",
+                        default=env_default("SEED", DEFAULT_SEED),
+                        help=f"stimulus seed (default: $SEED, else {DEFAULT_SEED})")
+        ap.add_argument("--out", type=out_dir, metavar="DIR", default=RESULTS_DIR,
+                        help="output directory")
+    ap.add_argument("--cycles", type=positive_int, metavar="N", default=250_000,
+                    help="trace-compare stimulus length (cycles)")
+    ap.add_argument("--lockstep-cycles", type=positive_int, metavar="N", default=40_000,
+                    help="cocotb lockstep stimulus length (cycles)")
+    ap.add_argument("--no-lockstep", action="store_true", help="skip the cocotb lockstep run")
 
+
+def outputs(args) -> list[Path]:
+    """Files :func:`run` writes for ``args``."""
+    return [Path(args.out) / "macro.json", Path(args.out) / "macro.md"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.macro",
+                                 description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args) -> int:
+    """Run the bench; returns 0 if trace-compare and lockstep found no mismatch."""
     p = MacroParams()
     res: dict = {"params": p.tag, "seed": args.seed, "host": platform.node(),
                  "cpus": os.cpu_count(), "python": platform.python_version(),
                  "targets": {"trace_compare_cps": TARGET_TRACE, "lockstep_cps": TARGET_LOCKSTEP}}
 
+    bar = tqdm(total=4 if args.no_lockstep else 5, desc="bench macro", unit="stage",
+               file=sys.stderr)
+    bar.set_postfix_str("trace harness build")
     print(f"[bench] default macro {p.tag}: building trace harness (cached if unchanged) ...",
           flush=True)
     t0 = time.perf_counter()
     trace.build(p)
     res["trace_build"] = {"this_call_s": round(time.perf_counter() - t0, 2),
                           "last_full_build_s": trace.build_seconds(p)}
+    bar.update()
+    bar.set_postfix_str("stimulus")
 
     t0 = time.perf_counter()
     stim = long_stimulus(p, args.cycles, args.seed)
@@ -59,6 +92,8 @@ def main(argv=None) -> int:
                        "n_req": len(stim.req), "ready_p": stim.ready_p}
     print(f"[bench] stimulus: {len(stim.wr)} wr, {len(stim.req)} req "
           f"({res['stimulus']['gen_s']} s to generate)", flush=True)
+    bar.update()
+    bar.set_postfix_str("trace-compare")
 
     # (a) trace-compare: harness subprocess || model in this process, then compare
     m, st = trace.trace_check(p, stim)
@@ -71,6 +106,8 @@ def main(argv=None) -> int:
                         "parse_dut_trace": st["parse_s"], "compare": st["compare_wall_s"]},
         "model_cycles_per_s": cyc / st["model_wall_s"], "events": st["events"],
     }
+    bar.update()
+    bar.set_postfix_str("harness and model alone")
     # (b) the harness alone (no Python in the loop)
     _, hs = trace.run_trace(p, stim)
     res["harness_alone"] = {"cycles": hs["dut_cycles"], "sim_loop_s": hs["dut_wall_s"],
@@ -83,12 +120,14 @@ def main(argv=None) -> int:
     ref = trace.run_model(p, stim)
     ms = time.perf_counter() - t0
     res["model_alone"] = {"cycles": ref.cycles, "wall_s": ms, "cycles_per_s": ref.cycles / ms}
+    bar.update()
 
     # (c) lockstep cocotb
     if args.no_lockstep:
         res["lockstep"] = {"skipped": "--no-lockstep"}
     else:
         from tb.build import run_lockstep
+        bar.set_postfix_str("cocotb lockstep")
         lstim = long_stimulus(p, args.lockstep_cycles, args.seed + 1)
         print(f"[bench] lockstep: {len(lstim.req)} requests (the build may take minutes)",
               flush=True)
@@ -101,12 +140,16 @@ def main(argv=None) -> int:
                            "cycles_per_s": ls["cycles"] / ls["wall_s"],
                            "process_s": ls.get("sim_total_s"),
                            "build_and_warmup_s": round(warm, 2), "mismatch": ls["mismatch"]}
+        bar.update()
+    bar.close()
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "macro.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    jpath, mpath = outputs(args)
+    jpath.parent.mkdir(parents=True, exist_ok=True)
+    jpath.write_text(json.dumps(res, indent=2, default=str) + "\n")
     table = render(res)
-    (RESULTS / "macro.md").write_text(table + "\n")
+    mpath.write_text(table + "\n")
     print(table)
+    print(f"[bench] wrote {jpath} and {mpath}")
     ok = res["trace_compare"]["ok"] and res["lockstep"].get("ok", True) is not False
     return 0 if ok else 1
 

@@ -11,6 +11,11 @@ ValueError.  Like a compiler, a builder loads the tiles of set slot 0 first, the
 the loads of slot s+1 with the compute of slot s, so that a DCS controller can overlap them;
 RD_OUTs are emitted one group late, so an RD_OUT waiting for its MAC does not block the I/O
 queue head while the next inputs could already be written.
+
+``all_bank=True`` (on a channel with ``ChannelParams.all_bank``) replaces the per-bank MACs of
+a group, which share one weight set and one GBuf entry, by one all-bank MAC (AiM's MAC_ABK,
+CENT's mapping: output rows spread over the banks, one all-bank MAC per input tile): with
+``dcs=False`` this is the CENT-class in-order baseline.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from spec.isa import ChannelParams, Op, encode, out_fields
-from spec.params import pack_vec, unpack_vec
+from spec.params import check_int, pack_vec, unpack_vec
 
 __all__ = ["Program", "gemv_program", "qk_stream_program", "decode_out"]
 
@@ -75,8 +80,32 @@ class _Builder:
 
 def _check_range(name, a, bits):
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    if a.size and (a.min() < lo or a.max() > hi):
-        raise ValueError(f"{name} has values outside signed {bits}-bit range")
+    bad = np.argwhere((a < lo) | (a > hi))
+    if bad.size:
+        i = tuple(int(x) for x in bad[0])
+        raise ValueError(f"{name}[{', '.join(map(str, i))}]={int(a[i])} is outside the signed "
+                         f"{bits}-bit range {lo}..{hi}")
+
+
+def _int_array(fn: str, name: str, a) -> np.ndarray:
+    """``a`` as an int64 array if it is an integer array; ValueError naming ``name`` (and the
+    first non-integral value) otherwise: a float, even 2.0, is never truncated, as in
+    :func:`spec.params.pack_vec` (quantise first, ``workloads/quant.py``)."""
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{fn}: {name}={a!r:.60} is not an array ({e})") from None
+    if arr.dtype.kind not in "iuf" or arr.dtype == bool:
+        raise ValueError(f"{fn}: {name} must hold integers, got dtype {arr.dtype} "
+                         f"({name}={a!r:.60})")
+    if arr.dtype.kind == "f":
+        bad = np.argwhere(~np.isfinite(arr) | (arr != np.rint(arr)))
+        if bad.size:
+            i = tuple(int(x) for x in bad[0])
+            raise ValueError(f"{fn}: {name}[{', '.join(map(str, i))}]={float(arr[i])!r} is not "
+                             "an integer (quantise first: workloads.quant)")
+        raise ValueError(f"{fn}: {name} has dtype {arr.dtype}: pass an integer array")
+    return arr.astype(np.int64)
 
 
 def _tile_rows(Wm: np.ndarray, c0: int, k0: int, m) -> list[tuple[int, np.ndarray]]:
@@ -92,15 +121,32 @@ def _tile_rows(Wm: np.ndarray, c0: int, k0: int, m) -> list[tuple[int, np.ndarra
     return rows
 
 
+def _args(fn: str, p, gap, ratio, batch=None, all_bank=False) -> None:
+    """ValueError naming a bad channel, gap, ratio, batch or all_bank argument of a builder."""
+    if not isinstance(p, ChannelParams):
+        raise ValueError(f"{fn}: p={p!r} must be a ChannelParams")
+    if not isinstance(all_bank, bool):
+        raise ValueError(f"{fn}: all_bank={all_bank!r} must be a bool")
+    if all_bank and not p.all_bank:
+        raise ValueError(f"{fn}: all_bank=True needs a channel with all-bank MACs "
+                         f"(p.all_bank={p.all_bank})")
+    check_int(f"{fn}: gap", gap, 0)
+    for name, v in (("ratio", ratio), ("batch", batch)):
+        if v is not None:
+            check_int(f"{fn}: {name}", v, 1)
+
+
 def _operands(fn: str, wname: str, W, xname: str, x, m):
     """Integer operands of a program builder: W [N, K] and x [K] or [T, K] (returned as 2-D,
     with ``single`` telling which); ValueError on a shape or range mismatch."""
-    W = np.asarray(W, dtype=np.int64)
-    x = np.asarray(x, dtype=np.int64)
+    W = _int_array(fn, wname, W)
+    x = _int_array(fn, xname, x)
     single = x.ndim == 1
     X = x[None, :] if single else x
     if W.ndim != 2 or X.ndim != 2 or X.shape[1] != W.shape[1]:
         raise ValueError(f"{fn}: shapes {wname} {W.shape}, {xname} {x.shape} do not match")
+    if W.size == 0 or X.size == 0:
+        raise ValueError(f"{fn}: {wname} {W.shape} and {xname} {x.shape} must not be empty")
     _check_range(wname, W, m.w_bits)
     _check_range(xname, X, m.x_bits)
     return W, X, single
@@ -204,7 +250,7 @@ def _finish(bld, p, expected, note, assemble):
         if len(out_payloads) != len(reads):
             raise ValueError(f"decode: {len(out_payloads)} out beats, expected {len(reads)}")
         beats = []
-        for i, (w, (b, o)) in enumerate(zip(out_payloads, reads)):
+        for i, (w, (b, o)) in enumerate(zip(out_payloads, reads, strict=True)):
             bb, oo, y = decode_out(p, w)
             if (bb, oo) != (b, o):
                 raise ValueError(f"decode: beat {i} is OBuf ({bb},{oo}), expected ({b},{o})")
@@ -215,7 +261,8 @@ def _finish(bld, p, expected, note, assemble):
                    c[Op.RD_OUT])
 
 
-def gemv_program(p: ChannelParams, Wq, x, *, gap: int = 0, ratio: int | None = None) -> Program:
+def gemv_program(p: ChannelParams, Wq, x, *, gap: int = 0, ratio: int | None = None,
+                 all_bank: bool = False) -> Program:
     """``Y = Wq @ x`` for ``Wq`` [N, K] and ``x`` [K] (GEMV) or [T, K] (T tokens: Y = x @ Wq.T,
     shape [T, N]).
 
@@ -223,8 +270,13 @@ def gemv_program(p: ChannelParams, Wq, x, *, gap: int = 0, ratio: int | None = N
     kt*n_in ..) occupy consecutive sets of that bank (slot = (j // n_banks) * k_tiles + kt),
     so the k-tiles accumulate in place in the macro (acc = kt > 0) into OBuf entry
     ``(t * n_local + j // n_banks) % n_acc`` of token t.  Input tiles go round-robin through the
-    GBuf.  ValueError if the tiles do not fit in n_banks x n_sets.
+    GBuf.  ``all_bank``: the MACs of the n-tiles j // n_banks = jl of one (k-tile, token) are
+    one all-bank MAC (every bank computes set slot on the same input tile; banks holding no
+    tile of that round compute into an entry nobody reads).  ValueError if the tiles do not fit
+    in n_banks x n_sets, or naming a bad argument (operands must be integer arrays: a float is
+    never truncated; ``all_bank`` needs ``p.all_bank``).
     """
+    _args("gemv_program", p, gap, ratio, all_bank=all_bank)
     m = p.macro
     Wq, X, single = _operands("gemv_program", "Wq", Wq, "x", x, m)
     N, K = Wq.shape
@@ -246,18 +298,24 @@ def gemv_program(p: ChannelParams, Wq, x, *, gap: int = 0, ratio: int | None = N
                 seg = X[t, kt * m.n_in:(kt + 1) * m.n_in]
                 xt[:seg.size] = seg
                 pre.append((Op.WR_INP, dict(g=g, data=pack_vec(xt, m.x_bits))))
-                for j in range(jl * p.n_banks, min(nt_n, (jl + 1) * p.n_banks)):
+                o = (t * n_local + jl) % m.n_acc
+                js = range(jl * p.n_banks, min(nt_n, (jl + 1) * p.n_banks))
+                if all_bank:
+                    macs.append((Op.MAC, dict(bank=0, set=slot, g=g, o=o, acc=int(kt > 0),
+                                              ab=1)))
+                for j in js:
                     b = j % p.n_banks
-                    o = (t * n_local + jl) % m.n_acc
-                    macs.append((Op.MAC, dict(bank=b, set=slot, g=g, o=o, acc=int(kt > 0))))
+                    if not all_bank:
+                        macs.append((Op.MAC, dict(bank=b, set=slot, g=g, o=o,
+                                                  acc=int(kt > 0))))
                     if kt == kt_n - 1:
                         reads.append((Op.RD_OUT, dict(bank=b, o=o)))
                         entry[len(entry)] = (t, j)
             # WR_INP immediately before its MACs (pre/macs interleaved per token)
             cmds = []
+            nb = 1 if all_bank else len(range(jl * p.n_banks, min(nt_n, (jl + 1) * p.n_banks)))
             for t in range(T):
                 cmds.append(pre[t])
-                nb = len(range(jl * p.n_banks, min(nt_n, (jl + 1) * p.n_banks)))
                 cmds.extend(macs[t * nb:(t + 1) * nb])
             groups.append(dict(slot=slot, pre=[], macs=cmds, reads=reads))
     _schedule(bld, loads, groups, ratio)
@@ -266,15 +324,16 @@ def gemv_program(p: ChannelParams, Wq, x, *, gap: int = 0, ratio: int | None = N
 
     def assemble(beats):
         out = np.zeros((T, N), dtype=np.int64)
-        for (t, j), y in zip(order, beats):
+        for (t, j), y in zip(order, beats, strict=True):
             n = min(m.n_out, N - j * m.n_out)
             out[t, j * m.n_out:j * m.n_out + n] = y[:n]
         return out[0] if single else out
-    return _finish(bld, p, Y[0] if single else Y, f"gemv N={N} K={K} T={T}", assemble)
+    return _finish(bld, p, Y[0] if single else Y,
+                   f"gemv N={N} K={K} T={T}{' all-bank' if all_bank else ''}", assemble)
 
 
 def qk_stream_program(p: ChannelParams, K, q, *, gap: int = 0, ratio: int | None = None,
-                      batch: int | None = None) -> Program:
+                      batch: int | None = None, all_bank: bool = False) -> Program:
     """Decode attention scores ``K @ q`` as a MAC stream; ``q`` [head_dim] or [n_q, head_dim]
     (several query heads of a GQA group, or decode steps: the stream gets n_q times longer).
 
@@ -282,11 +341,15 @@ def qk_stream_program(p: ChannelParams, K, q, *, gap: int = 0, ratio: int | None
     its k-tiles (head_dim split in n_in rows) in consecutive sets (slot = (kb // n_banks) *
     k_tiles + kt).  Queries go in batches of ``batch`` (default: a first batch of
     n_acc // (2 * blocks per bank) queries, so that it computes on set slot s while slot s+1
-    is loaded, then one query per batch, which keeps RD_OUTs fine-grained); per batch, for each set slot, each query: its k-tile is written into the GBuf
-    (round-robin; not rewritten while still resident), then one MAC per bank (banks
-    innermost), accumulating over k-tiles into one OBuf entry per (query, block); one RD_OUT
-    per key block and query.  Expected = K @ q (int64, [n_keys] or [n_q, n_keys]).
+    is loaded, then one query per batch, which keeps RD_OUTs fine-grained); per batch, for
+    each set slot, each query: its k-tile is written into the GBuf (round-robin; not
+    rewritten while still resident), then one MAC per bank (banks innermost), accumulating
+    over k-tiles into one OBuf entry per (query, block); one RD_OUT per key block and query.
+    ``all_bank``: the per-bank MACs of one (slot, k-tile, query) are one all-bank MAC (CENT's
+    QK^T mapping: one key block per bank, the same query tile in every bank).
+    Expected = K @ q (int64, [n_keys] or [n_q, n_keys]).  ValueError naming a bad argument.
     """
+    _args("qk_stream_program", p, gap, ratio, batch, all_bank)
     m = p.macro
     K, Qm, single = _operands("qk_stream_program", "K", K, "q", q, m)
     n_keys, hd = K.shape
@@ -320,8 +383,12 @@ def qk_stream_program(p: ChannelParams, K, q, *, gap: int = 0, ratio: int | None
                         seg = Qm[qi, kt * m.n_in:(kt + 1) * m.n_in]
                         xt[:seg.size] = seg
                         cmds.append((Op.WR_INP, dict(g=g, data=pack_vec(xt, m.x_bits))))
-                    cmds += [(Op.MAC, dict(bank=kb % p.n_banks, set=slot, g=g, o=o,
-                                           acc=int(kt > 0))) for kb in blocks]
+                    if all_bank:
+                        cmds.append((Op.MAC, dict(bank=0, set=slot, g=g, o=o, acc=int(kt > 0),
+                                                  ab=1)))
+                    else:
+                        cmds += [(Op.MAC, dict(bank=kb % p.n_banks, set=slot, g=g, o=o,
+                                               acc=int(kt > 0))) for kb in blocks]
                     if kt == kt_n - 1:
                         reads += [(Op.RD_OUT, dict(bank=kb % p.n_banks, o=o)) for kb in blocks]
                         order += [(qi, kb) for kb in blocks]
@@ -332,9 +399,10 @@ def qk_stream_program(p: ChannelParams, K, q, *, gap: int = 0, ratio: int | None
 
     def assemble(beats):
         out = np.zeros((n_q, n_keys), dtype=np.int64)
-        for (qi, kb), y in zip(order, beats):
+        for (qi, kb), y in zip(order, beats, strict=True):
             n = min(m.n_out, n_keys - kb * m.n_out)
             out[qi, kb * m.n_out:kb * m.n_out + n] = y[:n]
         return out[0] if single else out
-    return _finish(bld, p, S[0] if single else S, f"qk n_keys={n_keys} hd={hd} n_q={n_q}",
+    return _finish(bld, p, S[0] if single else S,
+                   f"qk n_keys={n_keys} hd={hd} n_q={n_q}{' all-bank' if all_bank else ''}",
                    assemble)

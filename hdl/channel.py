@@ -5,47 +5,21 @@ Encodings and parameters come from :mod:`spec.isa` (``ChannelParams``, ``Op``, `
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from cimphony.compat import silence_unused
 from spec.isa import ChannelParams, Op, cmd_fields, out_fields
 
+from .fifo import RegFifo
+from .hier import place
 from .layouts import struct_layout
+from .logic import all_of, any_of
 from .macro import DimcMacro
 from .regfile import select, write
 
 __all__ = ["PimChannel"]
-
-
-class _Fifo:
-    """Register FIFO: ``depth`` entries of ``shape``, head/tail pointers and a count.
-
-    ``head`` is the oldest entry (meaningless when ``count == 0``).  The caller guarantees no
-    push when full and no pop when empty.  Storage is not reset (only ``count`` is observable).
-    """
-
-    def __init__(self, m, name, shape, depth):
-        self.m, self.depth = m, depth
-        self.mem = [Signal(shape, name=f"{name}_m{i}", reset_less=True) for i in range(depth)]
-        self.rd = Signal(range(depth), name=f"{name}_rd")
-        self.wr = Signal(range(depth), name=f"{name}_wr")
-        self.count = Signal(range(depth + 1), name=f"{name}_n")
-        self.head = Signal(shape, name=f"{name}_head")
-        m.d.comb += self.head.eq(select(m, f"{name}_rdata", self.rd, self.mem,
-                                         len(Value.cast(self.head))))
-
-    def update(self, push, value, pop):
-        m, d = self.m, self.depth
-        with m.If(push):
-            write(m, self.wr, self.mem, value)
-            m.d.sync += self.wr.eq(Mux(self.wr == d - 1, 0, self.wr + 1))
-        with m.If(pop):
-            m.d.sync += self.rd.eq(Mux(self.rd == d - 1, 0, self.rd + 1))
-        with m.If(push & ~pop):
-            m.d.sync += self.count.eq(self.count + 1)
-        with m.Elif(pop & ~push):
-            m.d.sync += self.count.eq(self.count - 1)
 
 
 class PimChannel(wiring.Component):
@@ -96,9 +70,14 @@ class PimChannel(wiring.Component):
     the queue/macq storage (unobservable: only valid entries are ever read).
     """
 
+    #: name of its Verilog module (``hdl.export``)
+    verilog_name = "pim_channel"
+
     def __init__(self, params: ChannelParams):
+        silence_unused(self)              # not an unused design if the check below raises
         if not isinstance(params, ChannelParams):
-            raise TypeError(f"PimChannel: params must be ChannelParams, not {params!r}")
+            raise ValueError(f"PimChannel: params must be ChannelParams, not {params!r}")
+        silence_unused(self, False)
         self.params = params
         self.cmd_layout = struct_layout(cmd_fields(params))
         self.out_layout = struct_layout(out_fields(params))
@@ -109,8 +88,33 @@ class PimChannel(wiring.Component):
             "busy": Out(params.n_banks),
             "err": Out(2),
         })
-        self.banks: list[DimcMacro] = []     # filled by elaborate (for testbenches)
-        self.probe: dict = {}
+        mp, SB = params.macro, params.seq_bits
+        #: the B macros (submodules ``bank<b>``; no unused-design warning of their own: they
+        #: are used iff the channel is)
+        self.banks = [silence_unused(DimcMacro(mp)) for _ in range(params.n_banks)]
+        self._slot = slot = data.StructLayout({"v": 1, "seq": SB})
+        self._io_lay = data.StructLayout({
+            "op": 2, "bank": params.bank_bits, "set": mp.set_bits, "row": mp.row_bits,
+            "g": params.gbuf_bits, "o": mp.dst_bits, "data": params.data_bits, "seq": SB,
+            "dep": slot})
+        self._cq_lay = data.StructLayout({
+            "bank": params.bank_bits, "set": mp.set_bits, "g": params.gbuf_bits,
+            "o": mp.dst_bits, "acc": 1, "seq": SB, "dep": data.ArrayLayout(slot, 3)})
+        self._ioq = RegFifo("ioq", self._io_lay, params.q_depth)
+        self._cq = RegFifo("cq", self._cq_lay, params.q_depth)
+        self._macq = [RegFifo(f"macq{b}", SB, params.mac_fifo_depth)
+                      for b in range(params.n_banks)]
+        self._io_go = Signal(name="io_go")
+        self._cq_go = Signal(name="cq_go")
+        #: internal signals for amaranth.sim testbenches (not ports)
+        self.probe = {"io_go": self._io_go, "io_op": self._ioq.head.op,
+                      "io_g": self._ioq.head.g, "cq_go": self._cq_go,
+                      "ioq_n": self._ioq.count, "cq_n": self._cq.count}
+
+    @property
+    def children(self) -> dict:
+        """Submodules: ``{"bank<b>": DimcMacro}``."""
+        return {f"bank{b}": mac for b, mac in enumerate(self.banks)}
 
     def elaborate(self, platform):
         p, mp = self.params, self.params.macro
@@ -119,14 +123,14 @@ class PimChannel(wiring.Component):
         XW, WW, YW = mp.n_in * mp.x_bits, mp.n_out * mp.w_bits, mp.n_out * mp.acc_width
         m = Module()
 
-        banks = [DimcMacro(mp) for _ in range(B)]
-        for b, mac in enumerate(banks):
-            m.submodules[f"bank{b}"] = mac
+        banks = self.banks
+        for name, mac in self.children.items():
+            place(m, name, mac, platform)
+        for mac in banks:
             m.d.comb += mac.res.ready.eq(1)
-        self.banks = banks
         m.d.comb += [
             self.busy.eq(Cat(*(mac.busy for mac in banks))),
-            self.err.eq(_or([mac.err for mac in banks])),
+            self.err.eq(any_of(mac.err for mac in banks)),
         ]
 
         # ---------------- state ----------------
@@ -134,7 +138,7 @@ class PimChannel(wiring.Component):
         obuf = [[Signal(YW, name=f"obuf_b{b}_e{e}") for e in range(E)] for b in range(B)]
         done = Signal(W, init=(1 << W) - 1)
         nseq = Signal(SB)
-        slot = data.StructLayout({"v": 1, "seq": SB})
+        slot = self._slot
 
         def table(name, n):
             return [Signal(slot, name=f"{name}{i}") for i in range(n)]
@@ -144,15 +148,7 @@ class PimChannel(wiring.Component):
         ww, wr = table("ww", B * S), table("wr", B * S)        # index b*S + s
         ow, orr = table("ow", B * E), table("orr", B * E)      # index b*E + o
 
-        io_lay = data.StructLayout({
-            "op": 2, "bank": p.bank_bits, "set": mp.set_bits, "row": mp.row_bits,
-            "g": p.gbuf_bits, "o": mp.dst_bits, "data": p.data_bits, "seq": SB, "dep": slot})
-        cq_lay = data.StructLayout({
-            "bank": p.bank_bits, "set": mp.set_bits, "g": p.gbuf_bits, "o": mp.dst_bits,
-            "acc": 1, "seq": SB, "dep": data.ArrayLayout(slot, 3)})
-        ioq = _Fifo(m, "ioq", io_lay, Q)
-        cq = _Fifo(m, "cq", cq_lay, Q)
-        macq = [_Fifo(m, f"macq{b}", SB, D) for b in range(B)]
+        ioq, cq, macq = self._ioq, self._cq, self._macq
 
         def done_bit(seq):
             return done.bit_select(seq, 1)
@@ -184,8 +180,8 @@ class PimChannel(wiring.Component):
         # (a MAC beat never enters the ioq)
         io_dep = pending("io_dep", slot(Mux(c.op == Op.WR_INP, d_gr,
                                             Mux(c.op == Op.WR_W, d_wr, d_ow))))
-        io_in = Signal(io_lay)
-        cq_in = Signal(cq_lay)
+        io_in = Signal(self._io_lay)
+        cq_in = Signal(self._cq_lay)
         m.d.comb += [
             io_in.op.eq(c.op), io_in.bank.eq(c.bank), io_in.set.eq(c.set), io_in.row.eq(c.row),
             io_in.g.eq(c.g), io_in.o.eq(c.o), io_in.data.eq(c.data), io_in.seq.eq(nseq),
@@ -219,13 +215,13 @@ class PimChannel(wiring.Component):
         out_valid = self.out.valid
         io_res_ok = (ioh.op != Op.RD_OUT) | ~out_valid | self.out.ready
         mac_ready = select(m, "mac_ready", cqh.bank, [mac.req.ready for mac in banks], 1)
-        io_go = Signal()
+        io_go = self._io_go
         cq_can = Signal()      # everything but the macro's req.ready (which it must not gate)
-        cq_go = Signal()
+        cq_go = self._cq_go
         n_res = sum(mac.res.valid for mac in banks)
         if p.dcs:
             io_dep_ok = ~ioh.dep.v | done_bit(ioh.dep.seq)
-            cq_dep_ok = _and([~cqh.dep[k].v | done_bit(cqh.dep[k].seq) for k in range(3)])
+            cq_dep_ok = all_of(~cqh.dep[k].v | done_bit(cqh.dep[k].seq) for k in range(3))
             m.d.comb += [
                 io_go.eq((ioq.count != 0) & io_dep_ok & io_res_ok),
                 cq_can.eq((cq.count != 0) & cq_dep_ok),
@@ -251,8 +247,8 @@ class PimChannel(wiring.Component):
             for k in range(3):
                 with m.If(done_bit(e.dep[k].seq)):
                     m.d.sync += e.dep[k].v.eq(0)
-        ioq.update(enq & ~is_mac, io_in, io_go)
-        cq.update(enq & is_mac, cq_in, cq_go)
+        ioq.build(m, enq & ~is_mac, io_in, io_go)
+        cq.build(m, enq & is_mac, cq_in, cq_go)
 
         # MAC: drive macro b's req; x from one GBuf mux shared by all banks
         x_sel = select(m, "mac_x", cqh.g, gbuf, XW)
@@ -269,7 +265,7 @@ class PimChannel(wiring.Component):
                 mac.wr.payload.row.eq(ioh.row),
                 mac.wr.payload.set.eq(ioh.set),
             ]
-            macq[b].update(mac.req.valid & mac.req.ready, cqh.seq, mac.res.valid)
+            macq[b].build(m, mac.req.valid & mac.req.ready, cqh.seq, mac.res.valid)
 
         # WR_INP
         with m.If(io_go & (ioh.op == Op.WR_INP)):
@@ -297,25 +293,9 @@ class PimChannel(wiring.Component):
         for i in range(W):
             setters = [io_go & (ioh.seq == i)]
             setters += [mac.res.valid & (macq[b].head == i) for b, mac in enumerate(banks)]
-            m.d.sync += done[i].eq((done[i] & ~(enq & (nseq == i))) | _or(setters))
+            m.d.sync += done[i].eq((done[i] & ~(enq & (nseq == i))) | any_of(setters))
 
-        #: internal signals for amaranth.sim testbenches (not ports)
-        self.probe = {"io_go": io_go, "io_op": ioh.op, "io_g": ioh.g, "cq_go": cq_go,
-                      "ioq_n": ioq.count, "cq_n": cq.count}
         m.d.comb += self.idle.eq((ioq.count == 0) & (cq.count == 0)
-                                 & _and([q.count == 0 for q in macq]))
+                                 & all_of(q.count == 0 for q in macq))
         return m
 
-
-def _or(vals):
-    acc = vals[0]
-    for v in vals[1:]:
-        acc = acc | v
-    return acc
-
-
-def _and(vals):
-    acc = vals[0]
-    for v in vals[1:]:
-        acc = acc & v
-    return acc

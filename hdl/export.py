@@ -1,227 +1,349 @@
-"""Verilog export (and optional Verilator lint) of cimphony's top-level components.
+"""Hierarchical Verilog export (and optional Verilator lint) of cimphony's components.
 
-Usage::
+:func:`export` writes ``<top>.v`` and ``<top>.ports.json`` for each top of :data:`TOPS`: the
+macro (``dimc_macro``), the PIM channel (``pim_channel``) and the PIM module (``pim_module``);
+the command line is ``cimphony verilog`` (``python -m hdl.export`` is the same command).
 
-    python -m hdl.export --out build/verilog [--lint] [--config key=val ...]
-
-writes ``<top>.v`` and ``<top>.ports.json`` for every top-level component in :data:`TOPS`: the
-macro (top ``dimc_macro``), the PIM channel (top ``pim_channel``, ``ChannelParams(macro=...)``)
-and the PIM module (top ``pim_module``, ``ModuleParams(channel=...)``).
-``--config`` overrides :class:`spec.params.MacroParams` fields (of the macro and of every bank of
-the channel and module), ``--channel`` overrides :class:`spec.isa.ChannelParams` fields (of the
-channel and of every channel of the module), ``--module`` overrides
-:class:`spec.isa.ModuleParams` fields.  With
-``--lint`` each file is checked with ``verilator --lint-only -Wall`` plus only the committed
-waiver file ``hdl/waivers.vlt``; the exit status is non-zero if lint fails.
+A file holds one Verilog module per distinct component, each converted once by
+``amaranth.back.verilog`` and instantiated where it is used (:mod:`hdl.hier`): ``pim_module.v``
+defines ``dimc_macro``, ``pim_channel`` and ``pim_module``, whatever the number of channels and
+banks.  Module names are the classes' ``verilog_name``, with ``_<params.tag>`` appended when
+two configurations of one class meet in a file; every module but the top carries the
+Verilator metacomment ``hier_block`` (used only by ``verilator --hierarchical``, which then
+builds each module once).  :func:`lint` runs ``verilator --lint-only -Wall`` with only the
+committed waiver file ``hdl/waivers.vlt``, once per module of the file.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import hashlib
 import json
+import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth.back import verilog as _verilog
 from amaranth.lib import wiring
 
+from cimphony.compat import silence_unused
 from spec.isa import (ChannelParams, ModuleParams, cmd_fields, host_fields, mod_out_fields,
-                       out_fields)
+                      out_fields)
 from spec.params import MacroParams, req_fields, res_fields, wr_fields
 
+from . import hier
 from .channel import PimChannel
 from .macro import DimcMacro
 from .module import PimModule
 
-__all__ = ["generate", "port_map", "generate_channel", "channel_port_map", "lint",
-           "generate_module", "module_port_map", "parse_config", "parse_channel",
-           "parse_module", "main", "WAIVERS", "TOPS"]
+__all__ = ["TOPS", "WAIVERS", "Hierarchy", "design", "hierarchy", "verilog", "generate",
+           "port_map", "lint", "export"]
 
 WAIVERS = Path(__file__).resolve().parent / "waivers.vlt"
 
-#: top-level components written by ``main``: top name -> component class
-TOPS = {"dimc_macro": DimcMacro, "pim_channel": PimChannel, "pim_module": PimModule}
+#: exportable tops, in export order
+TOPS = ("dimc_macro", "pim_channel", "pim_module")
+
+
+def design(top: str, *, macro: MacroParams, channel: ChannelParams,
+           module: ModuleParams) -> wiring.Component:
+    """The component of top ``top`` (of :data:`TOPS`) for the given parameters."""
+    if top == "dimc_macro":
+        return DimcMacro(macro)
+    if top == "pim_channel":
+        return PimChannel(channel)
+    if top == "pim_module":
+        return PimModule(module)
+    raise ValueError(f"design: top {top!r} is not one of {', '.join(TOPS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Hierarchy:
+    """Verilog ``text`` of a component and its modules: ``definitions`` (children first,
+    ``top`` last)."""
+    text: str
+    top: hier.Definition
+    definitions: tuple[hier.Definition, ...]
+
+
+def _tree(dut) -> dict:
+    """{key: first component with that key}, children before parents (post-order)."""
+    found: dict = {}
+
+    def visit(c):
+        for ch in hier.children(c).values():
+            visit(ch)
+        silence_unused(c)                 # an Instance stands for most of them
+        found.setdefault(hier.key(c), c)
+
+    visit(dut)
+    return found
+
+
+def _names(found: dict, top_key, top_name: str | None) -> dict:
+    by_base: dict[str, list] = {}
+    for k, c in found.items():
+        base = getattr(type(c), "verilog_name", None)
+        if not base:
+            raise ValueError(f"hierarchy: {type(c).__name__} has no verilog_name")
+        by_base.setdefault(base, []).append(k)
+    names = {}
+    for base, keys in by_base.items():
+        for k in keys:
+            c = found[k]
+            suffix = (f"_{c.params.tag}" if len(keys) > 1 else "") + (
+                f"_{c.fault}" if len(keys) > 1 and getattr(c, "fault", None) else "")
+            names[k] = base + suffix
+    if top_name is not None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", top_name):
+            raise ValueError(f"hierarchy: name {top_name!r} is not a Verilog identifier")
+        names[top_key] = top_name
+    if len(set(names.values())) != len(names):
+        raise ValueError(f"hierarchy: module names collide: {sorted(names.values())}")
+    return names
+
+
+_HEADER = re.compile(r"\A/\* Generated by [^\n]*\*/\n+")
+_CACHE: dict = {}
+_CACHE_MAX = 8
+
+
+def _convert(comp, name: str, child_defs: dict) -> str:
+    """``amaranth.back.verilog`` text of ``comp`` as module ``name``, its children as
+    Instances of ``child_defs`` (memoised: equal keys are equal designs)."""
+    ck = (hier.key(comp), name, frozenset(child_defs.items()))
+    text = _CACHE.get(ck)
+    if text is None:
+        ports = [v for _, v in hier.signature_ports(comp).values()]   # named by wiring
+        text = _verilog.convert(comp, name=name, ports=ports, emit_src=False,
+                                strip_internal_attrs=True, platform=hier.Definitions(child_defs))
+        while len(_CACHE) >= _CACHE_MAX:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[ck] = text
+    return text
+
+
+def _hier_block(text: str, name: str) -> str:
+    """Mark module ``name`` a unit of Verilator's hierarchical Verilation (a comment, ignored
+    without ``verilator --hierarchical``): Verilated and compiled once, not per instance."""
+    head = re.search(rf"^module\s+{re.escape(name)}\s*\(.*?\);\n", text, re.M | re.S)
+    return f"{text[:head.end()]}  /*verilator hier_block*/\n{text[head.end():]}"
+
+
+def hierarchy(dut: wiring.Component, name: str | None = None) -> Hierarchy:
+    """Verilog of ``dut`` with one module per distinct component, children first.
+
+    Parameters
+    ----------
+    dut : wiring.Component
+        A component of :mod:`hdl` (its children are listed in ``children``).
+    name : str or None
+        Module name of ``dut`` (default: its ``verilog_name``).
+
+    Every module's ports (``clk``, ``rst`` and its signature flattened with ``__``:
+    ``wr__valid``, ``wr__payload``, ...) are checked against the component's signature.  Every
+    module but the top carries the Verilator metacomment ``hier_block``: with ``verilator
+    --hierarchical`` it is built once, whatever its number of instances.
+    """
+    found = _tree(dut)
+    names = _names(found, hier.key(dut), name)
+    defs: dict = {}
+    texts = []
+    top_key = hier.key(dut)
+    for k, comp in found.items():
+        kids = {hier.key(c): defs[hier.key(c)] for c in hier.children(comp).values()}
+        text = _convert(comp, names[k], kids)
+        d = hier.parse_ports(text, names[k])
+        hier.check_ports(comp, d)
+        defs[k] = d
+        if k != top_key:
+            text = _hier_block(text, d.name)
+        texts.append(_HEADER.sub("", text) if texts else text)
+    top = defs[hier.key(dut)]
+    order = tuple(defs.values())
+    head = (f"// {top.name}: {len(order)} module definition(s), each written once: "
+            f"{', '.join(d.name for d in order)}\n")
+    return Hierarchy(head + "\n".join(texts), top, order)
+
+
+def verilog(dut: wiring.Component, name: str | None = None) -> str:
+    """Hierarchical Verilog text of ``dut`` (see :func:`hierarchy`)."""
+    return hierarchy(dut, name).text
 
 
 def generate(params: MacroParams, fault: str | None = None, name: str = "dimc_macro") -> str:
-    """Verilog text of the macro for ``params`` (``fault`` as in :class:`DimcMacro`).
-
-    Ports: ``clk``, ``rst`` and the component's signature flattened with ``__``
-    (``wr__valid``, ``wr__ready``, ``wr__payload``, ... ``err``, ``busy``).
-    """
-    dut = DimcMacro(params, fault=fault)
-    return verilog.convert(dut, name=name, emit_src=False, strip_internal_attrs=True)
+    """Verilog text of the macro for ``params`` (``fault`` as in :class:`DimcMacro`)."""
+    return verilog(DimcMacro(params, fault=fault), name)
 
 
-def port_map(params: MacroParams, fault: str | None = None) -> dict:
-    """Ports of the macro (name, direction, width, payload fields from spec.params) and params."""
-    dut = DimcMacro(params, fault=fault)
-    fields = {"wr": wr_fields(params), "req": req_fields(params), "res": res_fields(params)}
-    return {
-        "params": dataclasses.asdict(params),
-        "acc_width": params.acc_width,
-        "tag": params.tag,
-        "fault": fault,
-        "ports": _ports(dut, fields),
-    }
+def _fields(dut) -> tuple[dict, dict]:
+    """Payload fields of ``dut``'s stream ports and the port map's extra entries."""
+    p = dut.params
+    if isinstance(dut, DimcMacro):
+        return ({"wr": wr_fields(p), "req": req_fields(p), "res": res_fields(p)},
+                {"acc_width": p.acc_width, "fault": dut.fault})
+    if isinstance(dut, PimChannel):
+        return ({"cmd": cmd_fields(p), "out": out_fields(p)},
+                {"acc_width": p.macro.acc_width, "window": p.window})
+    if isinstance(dut, PimModule):
+        return ({"host": host_fields(p), "out": mod_out_fields(p)},
+                {"acc_width": p.channel.macro.acc_width, "n_pages": p.n_pages})
+    raise ValueError(f"port_map: no port fields known for {type(dut).__name__}")
 
 
-def generate_channel(params: ChannelParams, name: str = "pim_channel") -> str:
-    """Verilog text of the PIM channel for ``params`` (ports ``clk``, ``rst``, ``cmd__*``,
-    ``out__*``, ``idle``, ``busy``, ``err``; one ``<name>.bank<b>`` module per macro)."""
-    return verilog.convert(PimChannel(params), name=name, emit_src=False,
-                           strip_internal_attrs=True)
-
-
-def channel_port_map(params: ChannelParams) -> dict:
-    """Ports of the channel (name, direction, width, payload fields from spec.isa) and params."""
-    dut = PimChannel(params)
-    return {
-        "params": dataclasses.asdict(params),
-        "acc_width": params.macro.acc_width,
-        "window": params.window,
-        "tag": params.tag,
-        "ports": _ports(dut, {"cmd": cmd_fields(params), "out": out_fields(params)}),
-    }
-
-
-def generate_module(params: ModuleParams, name: str = "pim_module") -> str:
-    """Verilog text of the PIM module for ``params`` (ports ``clk``, ``rst``, ``host_valid``,
-    ``host_cmd``, ``out__*``, ``err``, ``ovf``, ``err_count``, ``idle``, ``busy``)."""
-    return verilog.convert(PimModule(params), name=name, emit_src=False,
-                           strip_internal_attrs=True)
-
-
-def module_port_map(params: ModuleParams) -> dict:
-    """Ports of the module (name, direction, width, fields of ``host_cmd`` and ``out__payload``
-    from spec.isa) and params."""
-    dut = PimModule(params)
-    return {
-        "params": dataclasses.asdict(params),
-        "acc_width": params.channel.macro.acc_width,
-        "n_pages": params.n_pages,
-        "tag": params.tag,
-        "ports": _ports(dut, {"host_cmd": host_fields(params), "out": mod_out_fields(params)}),
-    }
-
-
-def _ports(dut, fields) -> list:
-    dut._MustUse__silence = True  # only its signature is inspected, it is never elaborated
-    ports = [
-        {"name": "clk", "direction": "in", "width": 1},
-        {"name": "rst", "direction": "in", "width": 1},
-    ]
-    for path, member, value in dut.signature.flatten(dut):
-        pname = "__".join(map(str, path))
-        entry = {"name": pname,
-                 "direction": "in" if member.flow == wiring.In else "out",
-                 "width": len(value.as_value()) if hasattr(value, "as_value") else len(value)}
-        if path[-1] == "payload" or (len(path) == 1 and path[0] in fields):
+def port_map(dut: wiring.Component, h: Hierarchy | None = None) -> dict:
+    """Ports of ``dut`` (name, direction, width; payload fields from :mod:`spec`), its
+    parameters and, with its :class:`Hierarchy` ``h``, the modules of its Verilog file."""
+    fields, extra = _fields(dut)
+    silence_unused(dut)
+    ports = [{"name": "clk", "direction": "in", "width": 1},
+             {"name": "rst", "direction": "in", "width": 1}]
+    for pname, (kind, v) in hier.signature_ports(dut).items():
+        entry = {"name": pname, "direction": "in" if kind == "i" else "out", "width": len(v)}
+        path = pname.split("__")
+        if path[-1] == "payload" and path[0] in fields:
             entry["fields"] = [{"name": f.name, "offset": f.offset, "width": f.width}
                                for f in fields[path[0]].values()]
         ports.append(entry)
-    return ports
+    out = {"module": h.top.name if h else type(dut).verilog_name,
+           "params": dataclasses.asdict(dut.params), "tag": dut.params.tag, **extra}
+    if h is not None:
+        out["definitions"] = [d.name for d in h.definitions]
+    out["ports"] = ports
+    return out
 
 
-def lint(path: str | Path, waivers: str | Path = WAIVERS) -> subprocess.CompletedProcess:
-    """Run ``verilator --lint-only -Wall <waivers> <path>``; returns the completed process."""
+def _run_verilator_lint(files: list[Path], waivers: Path, top: str | None = None):
     from tb import vlenv  # imported lazily: Verilator only needed for linting
-    env = vlenv.apply(dict(__import__("os").environ))
-    cmd = [vlenv.verilator(), "--lint-only", "-Wall", str(waivers), str(path)]
+    env = vlenv.apply(dict(os.environ))
+    cmd = [vlenv.verilator(), "--lint-only", "-Wall", str(waivers), *map(str, files)]
+    if top is not None:
+        cmd[3:3] = ["--top-module", top]
     return subprocess.run(cmd, env=env, capture_output=True, text=True)
 
 
-def parse_config(items) -> MacroParams:
-    """``["n_in=16", "w_bits=4"]`` -> MacroParams (ValueError on unknown keys or bad ints)."""
-    names = {f.name for f in dataclasses.fields(MacroParams)}
-    kw = {}
-    for item in items or ():
-        key, sep, val = item.partition("=")
-        key = key.strip()
-        if not sep or key not in names:
-            raise ValueError(f"--config {item!r}: expected key=int with key in {sorted(names)}")
-        kw[key] = int(val, 0)
-    return MacroParams(**kw)
+_MODULE = re.compile(r"^module\s+\\?([A-Za-z_][\w$]*)\s*\(.*?^endmodule\b[^\n]*\n?",
+                     re.M | re.S)
 
 
-def parse_channel(items, macro: MacroParams) -> ChannelParams:
-    """``["n_banks=2", "dcs=0"]`` -> ChannelParams(macro=macro, ...) (ValueError on bad keys)."""
-    names = {f.name for f in dataclasses.fields(ChannelParams)} - {"macro"}
-    kw = {}
-    for item in items or ():
-        key, sep, val = item.partition("=")
-        key = key.strip()
-        if not sep or key not in names:
-            raise ValueError(f"--channel {item!r}: expected key=int with key in {sorted(names)}")
-        kw[key] = bool(int(val, 0)) if key == "dcs" else int(val, 0)
-    return ChannelParams(macro=macro, **kw)
+_LINTED: dict = {}       # clean lint units of this process, by digest (a macro is in each file)
 
 
-def parse_module(items, channel: ChannelParams) -> ModuleParams:
-    """``["n_ch=2", "n_vpages=8"]`` -> ModuleParams(channel=channel, ...) (ValueError on bad
-    keys)."""
-    names = {f.name for f in dataclasses.fields(ModuleParams)} - {"channel"}
-    kw = {}
-    for item in items or ():
-        key, sep, val = item.partition("=")
-        key = key.strip()
-        if not sep or key not in names:
-            raise ValueError(f"--module {item!r}: expected key=int with key in {sorted(names)}")
-        kw[key] = int(val, 0)
-    return ModuleParams(channel=channel, **kw)
+def _stub(d: hier.Definition) -> str:
+    """A module with ``d``'s ports and outputs tied to 0 (stands for ``d`` in a lint unit)."""
+    lines = [f"module {d.name}({', '.join(n for n, _, _ in d.ports)});"]
+    for n, k, w in d.ports:
+        rng = f" [{w - 1}:0]" if w > 1 else ""
+        lines.append(f"  {'input' if k == 'i' else 'output'}{rng} {n};")
+        if k == "o":
+            lines.append(f"  assign {n} = {w}'h0;")
+    return "\n".join(lines + ["endmodule", ""])
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hdl.export", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="build/verilog", help="output directory")
-    ap.add_argument("--lint", action="store_true", help="verilator --lint-only -Wall each file")
-    ap.add_argument("--config", nargs="*", default=[], metavar="KEY=VAL",
-                    help="MacroParams overrides, e.g. n_in=16 w_bits=4")
-    ap.add_argument("--channel", nargs="*", default=[], metavar="KEY=VAL",
-                    help="ChannelParams overrides, e.g. n_banks=2 q_depth=4 dcs=0")
-    ap.add_argument("--module", nargs="*", default=[], metavar="KEY=VAL",
-                    help="ModuleParams overrides, e.g. n_ch=2 n_vpages=8 fifo_depth=4")
-    args = ap.parse_args(argv)
-    try:
-        params = parse_config(args.config)
-        cparams = parse_channel(args.channel, params)
-        mparams = parse_module(args.module, cparams)
-    except ValueError as e:
-        ap.error(str(e))
-    export = {
-        "dimc_macro": (lambda top: generate(params, name=top), lambda: port_map(params),
-                       params.tag),
-        "pim_channel": (lambda top: generate_channel(cparams, name=top),
-                        lambda: channel_port_map(cparams), cparams.tag),
-        "pim_module": (lambda top: generate_module(mparams, name=top),
-                       lambda: module_port_map(mparams), mparams.tag),
-    }
-    out = Path(args.out)
+def lint(path: str | Path, waivers: str | Path = WAIVERS, *,
+         per_module: bool = True) -> subprocess.CompletedProcess:
+    """``verilator --lint-only -Wall <waivers>`` of the Verilog file ``path``.
+
+    With ``per_module`` (default) each module of the file is linted once, as the top of a unit
+    of files: its exact text and, for each module of the file it instantiates, a stub with the
+    same ports (outputs tied to 0), each file named as its module.  The checks are those of
+    linting the whole file (Verilator's findings are local to a module and its port
+    connections), but the cost does not grow with the number of instances (the whole 16 x 16
+    module elaborates 256 macros).  Otherwise the file is linted as it is.  Returns a
+    CompletedProcess: the largest return code and the units' output, each after a
+    ``// lint unit <module>`` line.
+    """
+    path, waivers = Path(path), Path(waivers)
+    mods = {mt.group(1): mt.group(0) for mt in _MODULE.finditer(path.read_text())}
+    if not per_module or len(mods) < 2:
+        return _run_verilator_lint([path], waivers)
+    rc, out, err = 0, [], []
+    with tempfile.TemporaryDirectory(prefix="cimphony_lint_") as tmp:
+        for name, body in mods.items():
+            used = [n for n in mods if n != name
+                    and re.search(rf"^\s*{re.escape(n)}\s+\\?[\w$.]+\s*\(", body, re.M)]
+            texts = [body, *(_stub(hier.parse_ports(mods[n], n)) for n in used)]
+            ukey = hashlib.sha256("\0".join([name, waivers.read_text(), *texts])
+                                  .encode()).hexdigest()
+            r = _LINTED.get(ukey)
+            if r is None:
+                unit = Path(tmp) / name
+                unit.mkdir()
+                files = [unit / f"{n}.v" for n in (name, *used)]    # each named as its module
+                for f, t in zip(files, texts, strict=True):
+                    f.write_text(t)
+                r = _run_verilator_lint(files, waivers, top=name)
+                if r.returncode == 0:
+                    _LINTED[ukey] = r
+            rc = max(rc, r.returncode)
+            out.append(f"// lint unit {name}\n{r.stdout}")
+            err.append(f"// lint unit {name}\n{r.stderr}" if r.stderr else "")
+    return subprocess.CompletedProcess(["verilator", "--lint-only", "-Wall", str(path)], rc,
+                                       "".join(out), "".join(err))
+
+
+_lint = lint
+
+
+def export(out: Path, *, tops: list[str] | None = None, macro: MacroParams,
+           channel: ChannelParams, module: ModuleParams, lint: bool = False) -> bool:
+    """Write ``<top>.v`` and ``<top>.ports.json`` into ``out`` for every top of ``tops``.
+
+    Parameters
+    ----------
+    out : Path
+        Output directory (created; ValueError if it is a file).
+    tops : list of str or None
+        Tops of :data:`TOPS` (default: all); ValueError naming an unknown one.
+    macro, channel, module : MacroParams, ChannelParams, ModuleParams
+        Parameters of the ``dimc_macro``, ``pim_channel`` and ``pim_module`` tops (a
+        channel's banks use ``channel.macro``, a module's channels ``module.channel``).
+    lint : bool
+        Lint each file with Verilator (``-Wall`` + ``hdl/waivers.vlt``), print the findings.
+
+    Prints each file's path, size and export (and lint) time.  Returns True iff every lint
+    passed (True without ``lint``).
+    """
+    for name, v, cls in (("macro", macro, MacroParams), ("channel", channel, ChannelParams),
+                         ("module", module, ModuleParams)):
+        if not isinstance(v, cls):
+            raise ValueError(f"export: {name} must be a {cls.__name__}, not {v!r}")
+    tops = list(TOPS if tops is None else tops)
+    bad = [t for t in tops if t not in TOPS]
+    if bad or not tops:
+        raise ValueError(f"export: tops={tops!r}: each must be one of {', '.join(TOPS)}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"export: out={str(out)!r} is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     ok = True
-    for top in TOPS:
+    for top in dict.fromkeys(tops):
         t0 = time.monotonic()
+        dut = design(top, macro=macro, channel=channel, module=module)
+        h = hierarchy(dut, top)
         vfile = out / f"{top}.v"
-        gen, ports, tag = export[top]
-        vfile.write_text(gen(top))
-        (out / f"{top}.ports.json").write_text(json.dumps(ports(), indent=2) + "\n")
-        print(f"{vfile}: {vfile.stat().st_size} bytes ({tag}, "
-              f"{time.monotonic() - t0:.1f} s)")
-        if args.lint:
+        vfile.write_text(h.text)
+        (out / f"{top}.ports.json").write_text(json.dumps(port_map(dut, h), indent=2) + "\n")
+        mods = ", ".join(d.name for d in h.definitions)
+        print(f"{vfile}: {vfile.stat().st_size} bytes, modules {mods} ({dut.params.tag}, "
+              f"{time.monotonic() - t0:.1f} s)", flush=True)
+        if lint:
             t0 = time.monotonic()
-            r = lint(vfile)
+            r = _lint(vfile)
             dt = time.monotonic() - t0
             if r.returncode:
                 ok = False
                 sys.stdout.write(r.stdout)
                 sys.stderr.write(r.stderr)
-                print(f"{vfile}: LINT FAILED ({dt:.1f} s)", file=sys.stderr)
+                print(f"{vfile}: LINT FAILED ({dt:.1f} s)", file=sys.stderr, flush=True)
             else:
-                print(f"{vfile}: lint clean ({dt:.1f} s)")
-    return 0 if ok else 1
+                print(f"{vfile}: lint clean ({dt:.1f} s)", flush=True)
+    return ok
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":      # python -m hdl.export ... == cimphony verilog ...
+    from cimphony.cli import main
+    sys.exit(main(["verilog", *sys.argv[1:]]))

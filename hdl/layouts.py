@@ -24,7 +24,8 @@ def struct_layout(fields: dict[str, Field]) -> data.StructLayout:
     off = 0
     for f in fields.values():
         if f.offset != off:
-            raise ValueError(f"struct_layout: field {f.name!r} at offset {f.offset}, expected {off}")
+            raise ValueError(f"struct_layout: field {f.name!r} at offset {f.offset}, "
+                             f"expected {off}")
         off += f.width
     layout = data.StructLayout({f.name: unsigned(f.width) for f in fields.values()})
     for f in fields.values():

@@ -31,6 +31,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from cimphony.compat import silence_unused
 from spec.params import MacroErr, MacroParams
 
 from .layouts import req_layout, res_layout, wr_layout
@@ -109,13 +110,16 @@ class DimcMacro(wiring.Component):
     throughput one request per ``x_bits`` cycles.
     """
 
+    #: name of its Verilog module (``hdl.export``)
+    verilog_name = "dimc_macro"
+
     def __init__(self, params: MacroParams, *, fault: str | None = None):
-        self._MustUse__silence = True     # not an unused design if the checks below raise
+        silence_unused(self)              # not an unused design if the checks below raise
         if not isinstance(params, MacroParams):
-            raise TypeError(f"DimcMacro: params must be MacroParams, not {params!r}")
+            raise ValueError(f"DimcMacro: params must be MacroParams, not {params!r}")
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"DimcMacro: unknown fault {fault!r} (known: {', '.join(FAULTS)})")
-        self._MustUse__silence = False
+        silence_unused(self, False)
         self.params = params
         self.fault = fault
         super().__init__({

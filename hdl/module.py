@@ -10,36 +10,23 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from spec.isa import (HOST_CHANNEL_OPS, HostOp, ModErr, ModuleParams, host_fields,
+from cimphony.compat import silence_unused
+from spec.isa import (HOST_CHANNEL_OPS, HostOp, LoopMode, ModErr, ModuleParams, host_fields,
                        mod_out_fields)
 
 from .channel import PimChannel
+from .fifo import RegFifo
+from .hier import place
 from .layouts import struct_layout
+from .logic import all_of, any_of
 from .regfile import select, write
 
 __all__ = ["PimModule"]
-
-# loop modes
-_NONE, _CAPTURE, _REPLAY = 0, 1, 2
 
 
 def _bits(n: int) -> int:
     """Bits of an index into ``n`` entries (at least 1)."""
     return max(1, (n - 1).bit_length())
-
-
-def _any(vals):
-    acc = Const(0, 1)
-    for v in vals:
-        acc = acc | v
-    return acc
-
-
-def _all(vals):
-    acc = Const(1, 1)
-    for v in vals:
-        acc = acc & v
-    return acc
 
 
 class PimModule(wiring.Component):
@@ -51,11 +38,12 @@ class PimModule(wiring.Component):
 
     Ports (clock ``clk``, synchronous reset ``rst``)
     -----
-    host_valid : In(1), host_cmd : In(width of ``host_fields``)
-        Push into the host FIFO (F registers).  No ready: a push while the FIFO holds F commands
-        at t is dropped (``ovf`` = 1 the next cycle); else appended at the edge.
+    host : In(stream.Signature(struct_layout(host_fields), always_ready=True))
+        ``host.valid`` pushes ``host.payload`` (a host command word, fields of ``host_fields``)
+        into the host FIFO (F registers).  No ready: a push while the FIFO holds F commands at
+        t is dropped (``ovf`` = 1 the next cycle); else appended at the edge.
     out : Out(stream.Signature(struct_layout(mod_out_fields)))
-        ``y``, ``bank``, ``o``, ``chan`` (3 bits): RD_OUT results of all channels, one output
+        ``y``, ``bank``, ``o``, ``chan``: RD_OUT results of all channels, one output
         register loaded (when ``~out.valid | out.ready``) from the lowest-numbered channel with
         ``out.valid`` (only that channel sees ``out.ready`` = 1).
     err : Out(3)
@@ -87,16 +75,20 @@ class PimModule(wiring.Component):
       consumed.  BARRIER is consumed only in a cycle in which every channel is ``idle``.
     """
 
+    #: name of its Verilog module (``hdl.export``)
+    verilog_name = "pim_module"
+
     def __init__(self, params: ModuleParams):
+        silence_unused(self)              # not an unused design if the check below raises
         if not isinstance(params, ModuleParams):
-            raise TypeError(f"PimModule: params must be ModuleParams, not {params!r}")
+            raise ValueError(f"PimModule: params must be ModuleParams, not {params!r}")
+        silence_unused(self, False)
         self.params = params
         self.host_layout = struct_layout(host_fields(params))
         self.out_layout = struct_layout(mod_out_fields(params))
         cp = params.channel
         super().__init__({
-            "host_valid": In(1),
-            "host_cmd": In(self.host_layout.size),
+            "host": In(stream.Signature(self.host_layout, always_ready=True)),
             "out": Out(stream.Signature(self.out_layout)),
             "err": Out(3),
             "ovf": Out(1),
@@ -104,8 +96,16 @@ class PimModule(wiring.Component):
             "idle": Out(1),
             "busy": Out(params.n_ch * cp.n_banks),
         })
-        self.channels: list[PimChannel] = []     # filled by elaborate (for testbenches)
-        self.fifo_level = None                   # FIFO occupancy signal, set by elaborate
+        #: the C channels (submodules ``ch<c>``; used iff the module is)
+        self.channels = [silence_unused(PimChannel(cp)) for _ in range(params.n_ch)]
+        self._fifo = RegFifo("fifo", self.host_layout, params.fifo_depth)
+        #: host FIFO occupancy (0..F; an internal signal for amaranth.sim testbenches)
+        self.fifo_level = self._fifo.count
+
+    @property
+    def children(self) -> dict:
+        """Submodules: ``{"ch<c>": PimChannel}``."""
+        return {f"ch{c}": ch for c, ch in enumerate(self.channels)}
 
     def elaborate(self, platform):
         p = self.params
@@ -115,19 +115,15 @@ class PimModule(wiring.Component):
         HL = self.host_layout
         m = Module()
 
-        chans = [PimChannel(cp) for _ in range(C)]
-        for c, ch in enumerate(chans):
-            m.submodules[f"ch{c}"] = ch
-        self.channels = chans
+        chans = self.channels
+        for name, ch in self.children.items():
+            place(m, name, ch, platform)
         m.d.comb += self.busy.eq(Cat(*(ch.busy for ch in chans)))
-        ch_idle = _all([ch.idle for ch in chans])
+        ch_idle = all_of(ch.idle for ch in chans)
 
         # ---------------- state ----------------
-        fifo = [Signal(HL, name=f"fifo{i}", reset_less=True) for i in range(F)]
-        f_rd = Signal(range(F))
-        f_wr = Signal(range(F))
-        f_n = Signal(range(F + 1))
-        self.fifo_level = f_n
+        fifo = self._fifo
+        f_n = fifo.count
 
         PPB = _bits(NP)
         pte = data.StructLayout({"valid": 1, "rid": _bits(R), "pp": PPB})
@@ -147,9 +143,10 @@ class PimModule(wiring.Component):
         lbuf = [Signal(HL, name=f"lbuf{i}", reset_less=True) for i in range(L)]
 
         # ---------------- command under the dispatcher ----------------
-        f_head = select(m, "fifo_head", f_rd, fifo, HL)
+        f_head = fifo.head
         l_cur = select(m, "lbuf_cur", idx, lbuf, HL)
-        none, capture, replay = mode == _NONE, mode == _CAPTURE, mode == _REPLAY
+        none, capture, replay = (mode == LoopMode.NONE, mode == LoopMode.CAPTURE,
+                                 mode == LoopMode.REPLAY)
         f_nonempty = f_n != 0
         h = Signal(HL, name="h")
         have = Signal()              # a command is to be executed in this cycle
@@ -166,13 +163,13 @@ class PimModule(wiring.Component):
         op = h.op
 
         def op_in(*ops):
-            return _any([op == int(o) for o in ops])
+            return any_of([op == int(o) for o in ops])
 
         ch_op = op_in(*HOST_CHANNEL_OPS)
         pe = select(m, "pte", vp_e[:_bits(V)], pt, pte)
 
         bad_opcode = op >= len(HostOp)
-        bad_field = _any([
+        bad_field = any_of([
             ch_op & ((h.chmask == 0) | (h.chmask >= (1 << C))),
             op_in(HostOp.WR_INP, HostOp.MAC) & (h.g >= cp.n_gbuf),
             op_in(HostOp.WR_W) & (h.row >= mp.n_in),
@@ -188,7 +185,7 @@ class PimModule(wiring.Component):
         pt_ops = op_in(HostOp.WR_W, HostOp.MAC, HostOp.RD_OUT, HostOp.UNMAP)
         unmapped = pt_ops & ~pe.valid
         not_owner = pt_ops & (pe.rid != h.rid)
-        pp_taken = _any([e.valid & (e.pp == h.pp) for e in pt])
+        pp_taken = any_of([e.valid & (e.pp == h.pp) for e in pt])
         already = op_in(HostOp.MAP) & (pe.valid | pp_taken)
 
         code = Signal(3)
@@ -208,7 +205,7 @@ class PimModule(wiring.Component):
 
         # ---------------- channel command (multicast) ----------------
         mask = h.chmask[:C]
-        all_ready = _all([~mask[c] | ch.cmd.ready for c, ch in enumerate(chans)])
+        all_ready = all_of([~mask[c] | ch.cmd.ready for c, ch in enumerate(chans)])
         offer = Signal()
         m.d.comb += offer.eq(ok & ch_op & all_ready)
         cmd = Signal(chans[0].cmd_layout, name="ch_cmd")
@@ -267,13 +264,13 @@ class PimModule(wiring.Component):
 
         # ---------------- loop state machine ----------------
         with m.If(go & (op == HostOp.LOOP)):       # only reachable in mode NONE
-            m.d.sync += [mode.eq(_CAPTURE), cap.eq(0), n_lat.eq(h.n), vps.eq(h.vps),
+            m.d.sync += [mode.eq(LoopMode.CAPTURE), cap.eq(0), n_lat.eq(h.n), vps.eq(h.vps),
                          os_.eq(h.os), trip.eq(trip_new)]
         with m.If(capture & f_nonempty):
             write(m, cap, lbuf, f_head)
             with m.If(cap + 1 == n_lat):
-                m.d.sync += [mode.eq(Mux(trip == 0, _NONE, _REPLAY)), idx.eq(0), itr.eq(0),
-                             vp_off.eq(0), o_off.eq(0)]
+                m.d.sync += [mode.eq(Mux(trip == 0, LoopMode.NONE, LoopMode.REPLAY)),
+                             idx.eq(0), itr.eq(0), vp_off.eq(0), o_off.eq(0)]
             with m.Else():
                 m.d.sync += cap.eq(cap + 1)
         with m.If(replay & consumed):
@@ -281,24 +278,16 @@ class PimModule(wiring.Component):
                 m.d.sync += [idx.eq(0), itr.eq(itr + 1), vp_off.eq(vp_off + vps),
                              o_off.eq(o_off + os_)]
                 with m.If(itr + 1 == trip):
-                    m.d.sync += mode.eq(_NONE)
+                    m.d.sync += mode.eq(LoopMode.NONE)
             with m.Else():
                 m.d.sync += idx.eq(idx + 1)
 
         # ---------------- host FIFO ----------------
         push = Signal()
         dropped = Signal()
-        m.d.comb += [push.eq(self.host_valid & (f_n != F)),
-                     dropped.eq(self.host_valid & (f_n == F))]
-        with m.If(push):
-            write(m, f_wr, fifo, self.host_cmd)
-            m.d.sync += f_wr.eq(Mux(f_wr == F - 1, 0, f_wr + 1))
-        with m.If(pop):
-            m.d.sync += f_rd.eq(Mux(f_rd == F - 1, 0, f_rd + 1))
-        with m.If(push & ~pop):
-            m.d.sync += f_n.eq(f_n + 1)
-        with m.Elif(pop & ~push):
-            m.d.sync += f_n.eq(f_n - 1)
+        m.d.comb += [push.eq(self.host.valid & (f_n != F)),
+                     dropped.eq(self.host.valid & (f_n == F))]
+        fifo.build(m, push, self.host.payload, pop)
 
         # ---------------- err / ovf / err_count ----------------
         m.d.sync += [self.err.eq(Mux(reject, code, 0)), self.ovf.eq(dropped)]
@@ -316,7 +305,7 @@ class PimModule(wiring.Component):
         y_sel = Signal(len(self.out.payload.y))
         b_sel = Signal(len(self.out.payload.bank))
         o_sel = Signal(len(self.out.payload.o))
-        c_sel = Signal(3)
+        c_sel = Signal(len(self.out.payload.chan))
         for c in reversed(range(C)):             # lowest-numbered wins (assigned last)
             with m.If(chans[c].out.valid):
                 m.d.comb += [y_sel.eq(chans[c].out.payload.y), b_sel.eq(chans[c].out.payload.bank),

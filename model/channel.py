@@ -11,11 +11,12 @@ inputs) and then applies the clock edge ending the cycle.  Every bank is one
 
 Representation notes (for comparison with the HDL):
 
-* a queue entry is the tuple ``(op, bank, set, row, g, o, acc, data, seq, deps)`` where
+* a queue entry is the tuple ``(op, bank, set, row, g, o, acc, data, seq, deps, ab)`` where
   ``deps`` is three ``(valid, seq)`` slots in the order of the dependency table of
-  docs/channel.md (MAC: ``gw[g]``, ``ww[b][s]``, ``orr[b][o]``; the other ops use slot 0);
-  an invalid slot is ``(0, 0)``.  Fields an op does not use are those of the payload (0 for a
-  well-formed command).
+  docs/channel.md (MAC: ``gw[g]``, ``ww[b][s]``, ``orr[b][o]``; an all-bank MAC: ``gw[g]``,
+  the youngest pending ``ww[*][s]``, the youngest pending ``orr[*][o]``; the other ops use
+  slot 0); an invalid slot is ``(0, 0)``.  Fields an op does not use are those of the payload
+  (0 for a well-formed command); ``ab`` is 0 without ``all_bank``.
 * a dependency-table slot is ``(valid, seq)``, reset ``(0, 0)``; a slot invalidated because its
   command is done keeps its seq (only ``valid <= 0``): ``(0, seq)``.
 * OBuf entries and GBuf entries are raw bit vectors (ints), as in the HDL registers.
@@ -26,11 +27,12 @@ from collections import deque, namedtuple
 from dataclasses import dataclass, field
 
 from spec.isa import ChannelParams, Op, cmd_fields, out_fields
-from model.macro import MacroModel, state_diff as macro_state_diff
-from spec.params import req_fields, wr_fields
-from model.stimulus import TAIL, Source, Beat, ready_at
+from model.interface import check_inputs
+from model.macro import MacroModel
+from spec.params import check_int, check_word, req_fields, width, wr_fields
+from model.stimulus import TAIL, Source, Beat, check_program, ready_at, ready_threshold
 
-__all__ = ["ChannelModel", "ChanOut", "ChannelTrace", "channel_state_diff"]
+__all__ = ["ChannelModel", "ChanOut", "ChannelTrace"]
 
 ChanOut = namedtuple("ChanOut", "cmd_ready out_valid out_payload idle busy err")
 ChanOut.__doc__ = "Outputs of the channel during one cycle (before the clock edge)."
@@ -91,8 +93,12 @@ class ChannelModel:
     t are exactly those holding a seq that became done at the edge ending t - 1.  The model keeps
     ``_holders[s]``, the (at most 3) slots written by the command with id s, and ``_fresh``, the
     ids that became done at the previous edge; each edge invalidates, for each id in ``_fresh``,
-    those of its slots that still hold it.  Cost per cycle: O(commands done at the previous edge)
-    <= 3 * (1 + B) slot checks, independent of G, S and E.
+    those of its slots that still hold it (3 slots per command, 1 + 2B for an all-bank MAC).
+    Cost per cycle: O(slots of the commands done at the previous edge), independent of G, S
+    and E.
+
+    ``inputs``: names and widths (bits) of :meth:`step`'s arguments (a
+    :class:`model.interface.GoldenModel`).
     """
 
     def __init__(self, params: ChannelParams):
@@ -104,6 +110,7 @@ class ChannelModel:
         cf, of, wf, rf = cmd_fields(p), out_fields(p), wr_fields(m), req_fields(m)
         self._cf = [(cf[n].offset, (1 << cf[n].width) - 1)
                     for n in ("bank", "set", "row", "g", "o", "acc", "data")]
+        self._ab_off = cf["ab"].offset if p.all_bank else None
         self._xmask = (1 << (m.n_in * m.x_bits)) - 1
         self._wdmask = (1 << (m.n_out * m.w_bits)) - 1
         self._w_row, self._w_set = wf["row"].offset, wf["set"].offset
@@ -112,6 +119,10 @@ class ChannelModel:
         self._res_dst_off, self._res_dst_mask = m.n_out * m.acc_width, (1 << m.dst_bits) - 1
         self._o_bank, self._o_o = of["bank"].offset, of["o"].offset
         self._W, self._Q = p.window, p.q_depth
+        self._cbits = width(cf)
+        self.inputs = (("cmd_valid", 1), ("cmd_payload", self._cbits), ("out_ready", 1))
+        # a bank / g field can name a missing bank / GBuf entry (not a power of two)
+        self._odd = p.n_banks != 1 << cf["bank"].width or p.n_gbuf != 1 << cf["g"].width
         self._gbuf = [0] * p.n_gbuf           # GBuf data: not reset by rst (0 at power-up)
         self.reset()
 
@@ -119,6 +130,7 @@ class ChannelModel:
     def reset(self, power_up: bool = False) -> None:
         """``rst``: every register except the macros' weight SRAM and the GBuf data.
         ``power_up`` clears those too."""
+        power_up = check_word("reset: power_up", power_up, 1)
         p, m = self.params, self.params.macro
         self.cycle = 0
         for mm in self.macros:
@@ -145,10 +157,13 @@ class ChannelModel:
         """Snapshot of all architectural state (copies).  Queue entries as in the module doc,
         converted to dicts; ``macros`` holds each bank's :meth:`MacroModel.state`."""
         names = ("op", "bank", "set", "row", "g", "o", "acc", "data", "seq")
+        ab = self.params.all_bank
 
         def ent(e):
-            d = dict(zip(names, e[:9]))
+            d = dict(zip(names, e[:9], strict=True))
             d["deps"] = [tuple(x) for x in e[9]]
+            if ab:
+                d["ab"] = e[10]
             return d
         return {
             "cycle": self.cycle,
@@ -188,13 +203,50 @@ class ChannelModel:
             return False
         op = e[0]
         if op == _MAC:
+            if e[10]:               # all-bank MAC: every bank accepts it in the same cycle
+                return all(mm.peek_req_ready(1) for mm in self.macros)
             return bool(self.macros[e[1]].peek_req_ready(1))
         if op == _RD_OUT:
             return not out_valid or bool(out_ready)
         return True
 
     def step(self, cmd_valid: int, cmd_payload: int, out_ready: int) -> ChanOut:
-        """Outputs of this cycle for these inputs, then the clock edge ending the cycle."""
+        """Outputs of this cycle for these inputs, then the clock edge ending the cycle.
+
+        Every input is an unsigned int of its port's width (``inputs``; valid/ready 0 or 1,
+        a bool is fine there).  ValueError naming it otherwise, and also for an offered
+        command whose ``bank`` / ``g`` names a bank / GBuf entry the channel does not have (the
+        contract does not define it; an all-bank MAC ignores its ``bank``); raised before any
+        register changes.  Malformed commands the contract does define (a WR_W row >= n_in:
+        WR_BAD_ROW) behave as defined.
+        """
+        try:        # cheap inline check; check_inputs names the culprit
+            ok = (type(cmd_payload) is int
+                  and not (cmd_payload >> self._cbits | (cmd_valid | out_ready) >> 1))
+        except TypeError:
+            ok = False
+        if not ok:
+            cmd_valid, cmd_payload, out_ready = check_inputs(
+                self.inputs, (cmd_valid, cmd_payload, out_ready))
+        if cmd_valid and self._odd:
+            self._check_cmd(cmd_payload)
+        return self._step(cmd_valid, cmd_payload, out_ready)
+
+    def _check_cmd(self, payload: int) -> None:
+        """ValueError if command ``payload`` names a bank / GBuf entry that does not exist."""
+        p, op = self.params, payload & 3
+        (ob, mb), _, _, (og, mg) = self._cf[:4]
+        b, g = (payload >> ob) & mb, (payload >> og) & mg
+        ab = op == _MAC and self._ab_off is not None and payload >> self._ab_off & 1
+        if op != _WR_INP and not ab and b >= p.n_banks:
+            raise ValueError(f"step: cmd_payload={payload:#x} is {Op(op).name} bank={b}, "
+                             f"n_banks={p.n_banks}")
+        if op in (_WR_INP, _MAC) and g >= p.n_gbuf:
+            raise ValueError(f"step: cmd_payload={payload:#x} is {Op(op).name} g={g}, "
+                             f"n_gbuf={p.n_gbuf}")
+
+    def _step(self, cmd_valid: int, cmd_payload: int, out_ready: int) -> ChanOut:
+        """:meth:`step` without the input checks (callers that build valid inputs)."""
         p = self.params
         ioq, cq, done, macq = self._ioq, self._cq, self._done, self._macq
         nseq = self._nseq
@@ -213,18 +265,20 @@ class ChannelModel:
         busy = err = 0
         results = []
         wr_b = io_h[1] if io_h is not None and io_h[0] == _WR_W else -1
-        mac_b = c_h[1] if c_h is not None else -1
+        mac_b, mac_all, mac_p = -1, False, 0
+        if c_h is not None:
+            mac_b, mac_all = c_h[1], bool(c_h[10])
+            mac_p = ((self._gbuf[c_h[4]] & self._xmask) | (c_h[2] << self._r_set)
+                     | (c_h[6] << self._r_acc) | (c_h[5] << self._r_dst))
         for b in range(B):
             wv = wp = rv = rp = 0
             if b == wr_b:
                 wv = 1
                 wp = ((io_h[7] & self._wdmask) | (io_h[3] << self._w_row)
                       | (io_h[2] << self._w_set))
-            if b == mac_b:
-                rv = 1
-                rp = ((self._gbuf[c_h[4]] & self._xmask) | (c_h[2] << self._r_set)
-                      | (c_h[6] << self._r_acc) | (c_h[5] << self._r_dst))
-            o = self.macros[b].step(wv, wp, rv, rp, 1)
+            if mac_all or b == mac_b:
+                rv, rp = 1, mac_p
+            o = self.macros[b]._step(wv, wp, rv, rp, 1)
             if o.busy:
                 busy |= 1 << b
             err |= o.err
@@ -270,11 +324,16 @@ class ChannelModel:
         # compute head
         if c_h is not None:
             cq.popleft()
-            macq[c_h[1]].append(c_h[8])
+            if mac_all:             # one id in every bank's macq
+                for q in macq:
+                    q.append(c_h[8])
+            else:
+                macq[c_h[1]].append(c_h[8])
             if not p.dcs:
                 self._iss = (self._iss + 1) % self._W
-                self._inflight += 1
-        # results (macro outputs of cycle t)
+                self._inflight += B if mac_all else 1
+        # results (macro outputs of cycle t); an all-bank MAC's B results come in one cycle
+        # and set its done bit B times
         for b, rp in results:
             self._obuf[b][(rp >> self._res_dst_off) & self._res_dst_mask] = rp & self._ymask
             s = macq[b].popleft()
@@ -293,11 +352,25 @@ class ChannelModel:
         b, s, row = (payload >> ob) & mb, (payload >> os_) & ms, (payload >> orow) & mrow
         g, o, acc, data = (payload >> og) & mg, (payload >> oo) & mo, (payload >> oa) & ma, \
             (payload >> od) & md
+        ab = payload >> self._ab_off & 1 if self._ab_off is not None else 0
         done = self._done
         def ent(slot):            # only slots whose command is still pending (done at t)
             return [1, slot[1]] if slot[0] and not done[slot[1]] else [0, 0]
         new = (1, seq)
-        if op == _WR_INP:
+        if op == _MAC and ab:
+            B, W = self.params.n_banks, self._W
+            def youngest(cands):  # the pending one with the smallest age (seq - id) mod W
+                best = [0, 0]
+                for v, i in cands:
+                    if v and not done[i] and (not best[0]
+                                              or (seq - i) % W < (seq - best[1]) % W):
+                        best = [1, i]
+                return best
+            deps = (ent(self._gw[g]), youngest([self._ww[k][s] for k in range(B)]),
+                    youngest([self._orr[k][o] for k in range(B)]))
+            slots = (((self._gr, g),) + tuple((self._wr[k], s) for k in range(B))
+                     + tuple((self._ow[k], o) for k in range(B)))
+        elif op == _WR_INP:
             deps = (ent(self._gr[g]), [0, 0], [0, 0])
             slots = ((self._gw, g),)
         elif op == _WR_W:
@@ -312,7 +385,7 @@ class ChannelModel:
         for tab, i in slots:
             tab[i] = new
         self._holders[seq] = slots
-        tq.append((op, b, s, row, g, o, acc, data, seq, deps))
+        tq.append((op, b, s, row, g, o, acc, data, seq, deps, ab))
         self._done[seq] = 0
         self._nseq = (seq + 1) % self._W
 
@@ -322,18 +395,25 @@ class ChannelModel:
             probe=None) -> ChannelTrace:
         """Reset (``power_up``: also weights/GBuf), then drive ``cmds`` = [(payload, gap)] under
         the model/stimulus.py driver rules with ``out.ready = ready_at(seed, c, thr)``.
-        ``probe(model, cycle, outputs)``, if given, is called after every step (tests)."""
-        if not 0.0 < out_ready_p <= 1.0:
-            raise ValueError(f"run: out_ready_p={out_ready_p!r} must be in (0, 1]")
-        thr = int(round(out_ready_p * 65536))
+        ``probe(model, cycle, outputs)``, if given, is called after every step (tests).
+        ValueError (before the reset) naming a malformed argument or command."""
+        cmds = check_program(cmds, self._cbits, "run: cmds")
+        thr = ready_threshold(out_ready_p, "run: out_ready_p")
+        seed = check_int("run: seed", seed, 0, (1 << 32) - 1)
+        stall_limit = check_int("run: stall_limit", stall_limit, 1)
+        max_cycles = 10 ** 8 if max_cycles is None else check_int("run: max_cycles",
+                                                                   max_cycles, 1)
+        if probe is not None and not callable(probe):
+            raise ValueError(f"run: probe={probe!r} must be callable or None")
+        if self._odd:
+            for pl, _ in cmds:
+                self._check_cmd(pl)
         self.reset(power_up=power_up)
-        src = Source([Beat(int(pl), int(gap)) for pl, gap in cmds])
-        if max_cycles is None:
-            max_cycles = 10 ** 8
+        src = Source([Beat(pl, gap) for pl, gap in cmds])
         B = self.params.n_banks
         busy_cycles = [0] * B
         events, outs = [], []
-        step = self.step
+        step = self._step                   # inputs checked above
         c, last_prog, status, end = 0, 0, "ok", None
         all_sent_before = False   # every command transferred in a cycle < c
         while True:
@@ -372,20 +452,3 @@ class ChannelModel:
                 break
             c += 1
         return ChannelTrace(self.params, events, c + 1, busy_cycles, outs, status, len(cmds))
-
-
-def channel_state_diff(a: dict, b: dict, *, ignore=("cycle",)) -> list[str]:
-    """Differences between two :meth:`ChannelModel.state` snapshots.  ``ignore`` names
-    top-level keys to skip; "W" in ``ignore`` also skips the macros' weight SRAM."""
-    out = []
-    for k in a:
-        if k in ignore or k == "macros":
-            continue
-        if a[k] != b.get(k):
-            out.append(f"{k}: {a[k]!r} != {b.get(k)!r}")
-    for i, (ma, mb) in enumerate(zip(a["macros"], b["macros"])):
-        if "W" in ignore:
-            ma, mb = dict(ma), dict(mb)
-            ma.pop("W"), mb.pop("W")
-        out += [f"macros[{i}].{d}" for d in macro_state_diff(ma, mb)]
-    return out

@@ -22,12 +22,14 @@ from collections import namedtuple
 
 import numpy as np
 
+from model.interface import check_inputs
 from model.numerics import pack_signed, unpack_signed
-from spec.params import MacroErr, MacroParams, req_fields, res_fields, wr_fields
+from spec.params import MacroErr, MacroParams, check_int, check_word, req_fields, res_fields, \
+    width, wr_fields
 from model.stimulus import TAIL, Source, Stimulus, ready_pattern
 from model.trace import Trace
 
-__all__ = ["MacroModel", "MacroOut", "state_diff"]
+__all__ = ["MacroModel", "MacroOut"]
 
 MacroOut = namedtuple("MacroOut", "wr_ready req_ready res_valid res_payload err busy")
 MacroOut.__doc__ = "Outputs of the macro during one cycle (before the clock edge)."
@@ -46,6 +48,9 @@ class MacroModel:
 
     ``late`` is fault injection: the result path gets ``late`` extra pipeline stages, so
     ``res.valid`` rises ``late`` cycles later than the contract (throughput unchanged).
+
+    ``inputs``: names and widths (bits) of :meth:`step`'s arguments (a
+    :class:`model.interface.GoldenModel`).
     """
 
     def __init__(self, params: MacroParams, *, late: int = 0):
@@ -62,6 +67,9 @@ class MacroModel:
         self._dfield = (1 << (p.n_out * p.w_bits)) - 1
         self._dbytes = (p.n_out * p.w_bits + 7) // 8
         wf, rf, of = wr_fields(p), req_fields(p), res_fields(p)
+        self._wbits, self._rbits = width(wf), width(rf)
+        self.inputs = (("wr_valid", 1), ("wr_payload", self._wbits), ("req_valid", 1),
+                       ("req_payload", self._rbits), ("res_ready", 1))
         self._wrow_off, self._wrow_mask = wf["row"].offset, (1 << wf["row"].width) - 1
         self._wset_off, self._wset_mask = wf["set"].offset, (1 << wf["set"].width) - 1
         self._rset_off, self._rset_mask = rf["set"].offset, (1 << rf["set"].width) - 1
@@ -88,6 +96,7 @@ class MacroModel:
     # --- state ------------------------------------------------------------------------------
     def reset(self, power_up: bool = False) -> None:
         """``rst``: clear every register except the weight SRAM; ``power_up`` zeroes it too."""
+        power_up = check_word("reset: power_up", power_up, 1)
         p = self.params
         self.cycle = 0
         if power_up or not hasattr(self, "_W"):   # weight SRAM: 0 at power-up, kept by rst
@@ -112,8 +121,9 @@ class MacroModel:
     def state(self) -> dict:
         """Snapshot of all architectural state (copies).
 
-        Don't-care fields (see :func:`state_diff`): ``k`` when not busy, and every field but
-        ``valid`` of an invalid pipeline stage (the model shows 0 there).
+        Don't-care fields are shown as 0, so two snapshots compare exactly with
+        :func:`model.interface.state_diff`: ``k`` when not busy, and every field but
+        ``valid`` of an invalid pipeline stage.
         """
         p, X = self.params, self._X
         pipe = []
@@ -136,7 +146,7 @@ class MacroModel:
             "cycle": self.cycle,
             "W": self._W.astype(np.int64),
             "y": self._y.copy(),
-            "busy": self._busy, "k": self._k,
+            "busy": self._busy, "k": self._k if self._busy else 0,
             "cur_set": c.set, "cur_acc": c.accflag, "cur_dst": c.dst, "cur_x": self._signed_x(c.x),
             "pipe": pipe,
             "acc": acc,
@@ -176,7 +186,25 @@ class MacroModel:
         return 0 if (self._busy and self._k != self._Xm1) else 1
 
     def step(self, wr_valid, wr_payload, req_valid, req_payload, res_ready) -> MacroOut:
-        """Outputs of this cycle for these inputs, then the clock edge ending the cycle."""
+        """Outputs of this cycle for these inputs, then the clock edge ending the cycle.
+
+        Every input is an unsigned int of its port's width (``inputs``; valid/ready 0 or 1,
+        a bool is fine there); anything else is a ValueError naming it, raised before any
+        register changes.
+        """
+        try:        # cheap inline check; check_inputs names the culprit
+            ok = (type(wr_payload) is int and type(req_payload) is int
+                  and not (wr_payload >> self._wbits | req_payload >> self._rbits
+                           | (wr_valid | req_valid | res_ready) >> 1))
+        except TypeError:
+            ok = False
+        if not ok:
+            wr_valid, wr_payload, req_valid, req_payload, res_ready = check_inputs(
+                self.inputs, (wr_valid, wr_payload, req_valid, req_payload, res_ready))
+        return self._step(wr_valid, wr_payload, req_valid, req_payload, res_ready)
+
+    def _step(self, wr_valid, wr_payload, req_valid, req_payload, res_ready) -> MacroOut:
+        """:meth:`step` without the input check (callers that build valid inputs)."""
         busy, k, cur, Xm1 = self._busy, self._k, self._cur, self._Xm1
         # --- combinational: the beat at the accumulator stage, fin, stall, ready
         if self._depth:
@@ -245,8 +273,12 @@ class MacroModel:
         """Reset, then drive the model with ``stim`` under the model/stimulus.py driver rules.
 
         ``max_cycles`` defaults to the harness's bound (tb/harness.cpp); hitting it ends the
-        trace with status "timeout".
+        trace with status "timeout".  ValueError (before the reset) if ``stim`` is not a
+        Stimulus of this configuration, a beat's payload is wider than its port, or
+        ``max_cycles`` is not a positive int.
         """
+        if not isinstance(stim, Stimulus):
+            raise ValueError(f"run: stim={stim!r} is not a Stimulus")
         if stim.params != self.params:
             raise ValueError(f"run: stimulus params {stim.params.tag} != model params "
                              f"{self.params.tag}")
@@ -255,12 +287,17 @@ class MacroModel:
             thr = stim.ready_threshold
             pr = 1.0 if thr >= 65536 else (thr / 65536.0 if thr else 1e-4)
             max_cycles = g + int((len(stim.wr) + len(stim.req) * 64) / pr) + 100000
+        max_cycles = check_int("run: max_cycles", max_cycles, 1)
+        for name, beats, w in (("wr", stim.wr, self._wbits), ("req", stim.req, self._rbits)):
+            for i, b in enumerate(beats):
+                if b.payload >> w:
+                    check_word(f"run: stim.{name}[{i}].payload", b.payload, w)
         self.reset(power_up=True)
         wr, rq = Source(stim.wr), Source(stim.req)
         n_req, seed, thr = len(stim.req), stim.seed, stim.ready_threshold
         events = []
         ev = events.append
-        step = self.step
+        step = self._step                   # inputs checked above
         n_wr = n_res = 0
         CH = 4096
         base, ready = 0, ready_pattern(seed, 0, CH, thr).tolist()
@@ -294,82 +331,3 @@ class MacroModel:
                 break
             c += 1
         return Trace(events, c + 1, status)
-
-
-def state_diff(a: dict, b: dict) -> list[str]:
-    """Differences between two :meth:`MacroModel.state` snapshots, ignoring don't-cares
-    (``k`` while not busy, the payload of invalid pipeline stages, ``cycle``)."""
-    out = []
-    for key in a:
-        if key in ("cycle", "pipe") or (key == "k" and not a["busy"] and not b["busy"]):
-            continue
-        va, vb = a[key], b.get(key)
-        if isinstance(va, np.ndarray):
-            if vb is None or va.shape != np.shape(vb) or not np.array_equal(va, vb):
-                out.append(f"{key} differs")
-        elif va != vb:
-            out.append(f"{key}: {va!r} != {vb!r}")
-    pa, pb = a["pipe"], b["pipe"]
-    if len(pa) != len(pb):
-        out.append(f"pipe depth {len(pa)} != {len(pb)}")
-    else:
-        for i, (sa, sb) in enumerate(zip(pa, pb)):
-            if sa["valid"] != sb["valid"]:
-                out.append(f"pipe[{i}].valid {sa['valid']} != {sb['valid']}")
-            elif sa["valid"]:
-                for f in ("first", "last", "accflag", "dst"):
-                    if sa[f] != sb[f]:
-                        out.append(f"pipe[{i}].{f} {sa[f]} != {sb[f]}")
-                if not np.array_equal(sa["psum"], sb["psum"]):
-                    out.append(f"pipe[{i}].psum differs")
-    return out
-
-
-def _bench(n_cycles: int = 50000) -> dict:
-    """step() cost with random per-cycle inputs, and run() speed on a random Stimulus, for the
-    default configuration.  ``python -m model.macro``."""
-    import time
-
-    from spec.params import pack, pack_vec
-    from model.stimulus import Beat
-
-    p = MacroParams()
-    rng = np.random.default_rng(1)
-    wf, rf = wr_fields(p), req_fields(p)
-
-    def wbeat():
-        return pack(wf, data=pack_vec(rng.integers(-128, 128, p.n_out), 8),
-                    row=int(rng.integers(p.n_in)), set=int(rng.integers(p.n_sets)))
-
-    def rbeat():
-        return pack(rf, x=pack_vec(rng.integers(-128, 128, p.n_in), 8),
-                    set=int(rng.integers(p.n_sets)), acc=int(rng.integers(2)),
-                    dst=int(rng.integers(p.n_acc)))
-
-    npay = 2000
-    wps, rps = [wbeat() for _ in range(npay)], [rbeat() for _ in range(npay)]
-    wv, rv = rng.integers(0, 2, n_cycles).tolist(), rng.integers(0, 2, n_cycles).tolist()
-    rr = (rng.random(n_cycles) < 0.8).astype(int).tolist()
-    m = MacroModel(p)
-    step = m.step
-    t0 = time.perf_counter()
-    nres = 0
-    for i in range(n_cycles):
-        nres += step(wv[i], wps[i % npay], rv[i], rps[i % npay], rr[i])[2]
-    step_us = (time.perf_counter() - t0) / n_cycles * 1e6
-    # run(): ping-pong - load both sets, then requests interleaved with reloads of the idle set
-    wr = [Beat(wps[i]) for i in range(2 * p.n_in)] + \
-         [Beat(wps[i], gap=int(rng.integers(0, 3))) for i in range(2 * p.n_in, npay)]
-    req = [Beat(rps[i], gap=int(rng.integers(0, 2)), after=min(i, 2 * p.n_in))
-           for i in range(npay)]
-    stim = Stimulus(p, wr, req, ready_p=0.9, seed=7)
-    t0 = time.perf_counter()
-    tr = m.run(stim)
-    dt = time.perf_counter() - t0
-    return {"config": p.tag, "step_us": round(step_us, 3), "step_cycles": n_cycles,
-            "run_cycles": tr.cycles, "run_results": len(tr.results()),
-            "run_cycles_per_s": round(tr.cycles / dt)}
-
-
-if __name__ == "__main__":
-    print(_bench())

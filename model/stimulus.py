@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spec.params import MacroParams
+from spec.params import MacroParams, check_int, check_word
+
+__all__ = ["TAIL", "Beat", "Stimulus", "Source", "ready_threshold", "ready_at", "ready_pattern",
+           "check_program"]
 
 TAIL = 2
 _M32 = 0xFFFFFFFF
@@ -35,10 +38,17 @@ _M32 = 0xFFFFFFFF
 @dataclass(frozen=True)
 class Beat:
     """One stream beat: packed ``payload`` (see spec/params.py layouts), ``gap`` idle cycles
-    before it may be offered, and ``after``: transfers needed on the other stream first."""
+    before it may be offered, and ``after``: transfers needed on the other stream first.
+    All three are ints >= 0 (ValueError naming the field otherwise)."""
     payload: int
     gap: int = 0
     after: int = 0
+
+    def __post_init__(self):
+        for name in ("payload", "gap", "after"):
+            v = getattr(self, name)
+            if type(v) is not int or v < 0:
+                object.__setattr__(self, name, check_int(f"Beat: {name}", v, 0))
 
 
 @dataclass
@@ -51,21 +61,54 @@ class Stimulus:
     note: str = ""                # what this stimulus is (for reports)
 
     def __post_init__(self):
-        if not 0.0 < self.ready_p <= 1.0:
-            raise ValueError(f"Stimulus: ready_p={self.ready_p!r} must be in (0, 1]")
-        if not 0 <= self.seed <= _M32:
-            raise ValueError(f"Stimulus: seed={self.seed!r} must be a 32-bit unsigned int")
+        if not isinstance(self.params, MacroParams):
+            raise ValueError(f"Stimulus: params={self.params!r} is not a MacroParams")
+        for name in ("wr", "req"):
+            beats = getattr(self, name)
+            if not isinstance(beats, (list, tuple)):
+                raise ValueError(f"Stimulus: {name}={beats!r} must be a list of Beat")
+            for i, b in enumerate(beats):
+                if not isinstance(b, Beat):
+                    raise ValueError(f"Stimulus: {name}[{i}]={b!r} is not a Beat")
+        ready_threshold(self.ready_p, "Stimulus: ready_p")
+        self.seed = check_int("Stimulus: seed", self.seed, 0, _M32)
 
     @property
     def ready_threshold(self) -> int:
         return ready_threshold(self.ready_p)
 
 
-def ready_threshold(ready_p: float) -> int:
-    """A ready line is high when the 16-bit hash of (seed, cycle) is below this (0..65536)."""
-    if not 0.0 < ready_p <= 1.0:
-        raise ValueError(f"ready_p={ready_p!r} must be in (0, 1]")
+def ready_threshold(ready_p: float, name: str = "ready_p") -> int:
+    """A ready line is high when the 16-bit hash of (seed, cycle) is below this (0..65536).
+
+    ``ready_p``: an int or float in (0, 1]; ValueError naming ``name=ready_p`` otherwise.
+    """
+    if isinstance(ready_p, bool) or not isinstance(ready_p, (int, float, np.integer,
+                                                             np.floating)) \
+            or not 0.0 < ready_p <= 1.0:
+        raise ValueError(f"{name}={ready_p!r} must be a number in (0, 1]")
     return int(round(ready_p * 65536))
+
+
+def check_program(cmds, width: int, name: str = "cmds") -> list[tuple[int, int]]:
+    """A command program ``[(word, gap)]`` as a list of Python int pairs: each word an
+    unsigned ``width``-bit int, each gap an int >= 0.  ValueError naming the first bad entry
+    (``cmds[3]``) otherwise."""
+    try:
+        items = list(cmds)
+    except TypeError:
+        raise ValueError(f"{name}={cmds!r} must be a list of (word, gap) pairs") from None
+    out = []
+    for i, c in enumerate(items):
+        if not isinstance(c, (tuple, list)) or len(c) != 2:
+            raise ValueError(f"{name}[{i}]={c!r} must be a (word, gap) pair")
+        w, g = c
+        if type(w) is not int or w < 0 or w >> width:
+            w = check_word(f"{name}[{i}] word", w, width)
+        if type(g) is not int or g < 0:
+            g = check_int(f"{name}[{i}] gap", g, 0)
+        out.append((w, g))
+    return out
 
 
 def _fmix32(h: int) -> int:

@@ -6,12 +6,22 @@ set_stride, vp_stride)`` stands for ``n`` iterations; iteration ``i`` runs the i
 ``bodies[i % k]`` (k = len(bodies)) with ``(i // k) * set_stride`` added to the ``set`` and
 ``(i // k) * vp_stride`` to the ``vp`` of every channel command inside (nested Reps included):
 a loop over a KV cache whose pages cycle through the banks and advance one set per round is a
-few bodies and a count, so a 1M-token decode step is a small tree, not 10^9 words.  Expanded, a program is exactly the
-host command stream the RTL and the golden model run (:func:`to_host_words`).
+few bodies and a count, so a 1M-token decode step is a small tree, not 10^9 words.  Expanded,
+a program is exactly the host command stream the RTL and the golden model run
+(:func:`to_host_words`).
 
 Channel commands may carry their physical ``bank``/``set`` already resolved (the compiler knows
 its page table); ``bank = -1`` means "resolve ``vp`` through the page table the MAPs built"
-(what the hardware does, and what a program decoded from host words needs).
+(what the hardware does, and what a program decoded from host words needs).  ``MAC_AB``
+(all-bank MAC, docs/module.md) names the stripe ``vp .. vp + n_banks - 1``; its resolved
+``bank`` is 0 and ``set`` the stripe's set.
+
+:data:`WAIT` is a host-side item, not a host command: the host pushes nothing after it until
+every result beat of the RD_OUTs it pushed before has left the module (a host whose result
+reads block, as CENT's DMA blocks on ``RD_MAC``: aim_simulator ``src/base/request.h``,
+``AiM_DMA_blocking``).  :func:`to_host_words` drops it; :func:`perf.golden.pace_waits` and
+the simulator honour it.  It counts the beats of the RD_OUTs the host pushed: reads replayed by
+a LOOP are not pushes, so a WAIT does not wait for them.
 """
 from __future__ import annotations
 
@@ -21,9 +31,13 @@ from typing import Iterator, NamedTuple, Union
 from spec.isa import HostOp, ModuleParams, host_encode, host_fields
 
 __all__ = ["HCmd", "Rep", "expand", "n_leaves", "to_host_words", "from_host_words",
-           "CH_OPS"]
+           "check_items", "CH_OPS", "MAC_AB", "WAIT", "n_waits"]
 
-CH_OPS = (int(HostOp.WR_INP), int(HostOp.WR_W), int(HostOp.MAC), int(HostOp.RD_OUT))
+#: host opcode of the all-bank MAC (spec.isa.HostOp.MAC_AB, valid with channel.all_bank)
+MAC_AB = int(getattr(HostOp, "MAC_AB", 10))
+#: the host-side wait for every pushed result (not a host command: beyond the 4-bit opcode)
+WAIT = 16
+CH_OPS = (int(HostOp.WR_INP), int(HostOp.WR_W), int(HostOp.MAC), int(HostOp.RD_OUT), MAC_AB)
 _WR_INP = int(HostOp.WR_INP)
 _FIELDS = ("op", "chmask", "rid", "vp", "pp", "row", "g", "o", "acc", "n", "per", "vps", "os",
            "count")
@@ -63,11 +77,29 @@ class Rep:
     def __post_init__(self):
         if not isinstance(self.n, int) or self.n < 0:
             raise ValueError(f"Rep {self.label!r}: n={self.n!r} must be an int >= 0")
-        if not self.bodies or not all(isinstance(b, tuple) for b in self.bodies):
+        if not isinstance(self.bodies, tuple) or not self.bodies \
+                or not all(isinstance(b, tuple) for b in self.bodies):
             raise ValueError(f"Rep {self.label!r}: bodies must be a non-empty tuple of tuples")
+        for b in self.bodies:
+            for it in b:
+                if not isinstance(it, (HCmd, Rep)):
+                    raise ValueError(f"Rep {self.label!r}: body item {it!r:.80} is not an "
+                                     "HCmd or a Rep")
 
 
 Item = Union[HCmd, Rep]
+
+
+def check_items(fn: str, items) -> list:
+    """``items`` as a list if it is a list or tuple of HCmds and Reps (Rep bodies are checked
+    when built); ValueError naming ``fn`` and the bad item otherwise."""
+    if isinstance(items, (HCmd, Rep)) or not isinstance(items, (list, tuple)):
+        raise ValueError(f"{fn}: items={items!r:.80} must be a list of HCmds and Reps (host "
+                         "words: perf.program.from_host_words)")
+    for i, it in enumerate(items):
+        if not isinstance(it, (HCmd, Rep)):
+            raise ValueError(f"{fn}: items[{i}]={it!r:.80} is not an HCmd or a Rep")
+    return list(items)
 
 
 def expand(items, set_off: int = 0, vp_off: int = 0) -> Iterator[HCmd]:
@@ -86,27 +118,40 @@ def expand(items, set_off: int = 0, vp_off: int = 0) -> Iterator[HCmd]:
             yield it
 
 
-def n_leaves(items) -> int:
-    """Number of host commands of the expanded program (closed form)."""
+def _count(items, pred) -> int:
     tot = 0
     for it in items:
         if isinstance(it, Rep):
             k = len(it.bodies)
-            per = [n_leaves(b) for b in it.bodies]
+            per = [_count(b, pred) for b in it.bodies]
             full, rest = divmod(it.n, k)
             tot += full * sum(per) + sum(per[:rest])
-        else:
+        elif pred(it):
             tot += 1
     return tot
 
 
+def n_leaves(items) -> int:
+    """Number of host commands of the expanded program (closed form; :data:`WAIT` items are
+    not host commands)."""
+    return _count(items, lambda c: c.op != WAIT)
+
+
+def n_waits(items) -> int:
+    """Number of :data:`WAIT` items of the expanded program (closed form)."""
+    return _count(items, lambda c: c.op == WAIT)
+
+
 def to_host_words(p: ModuleParams, items, data=None) -> list[tuple[int, int]]:
     """The host command words ``[(word, gap=0)]`` of the expanded program (for
-    :func:`compiler.attention.pace` / :meth:`model.module.ModuleModel.run` / the RTL).
+    :func:`compiler.host.pace` / :meth:`model.module.ModuleModel.run` / the RTL).
     ``data(i, cmd)`` gives the data field of command i (default 0: timing does not depend on
-    data)."""
+    data).  ValueError naming a bad argument."""
+    if not isinstance(p, ModuleParams):
+        raise ValueError(f"to_host_words: p={p!r} must be a ModuleParams")
+    check_items("to_host_words", items)
     out = []
-    for i, c in enumerate(expand(items)):
+    for i, c in enumerate(x for x in expand(items) if x.op != WAIT):
         f = {k: getattr(c, k) for k in _FIELDS if getattr(c, k)}
         f.pop("op", None)
         if data is not None and c.op in CH_OPS:
@@ -118,6 +163,10 @@ def to_host_words(p: ModuleParams, items, data=None) -> list[tuple[int, int]]:
 def from_host_words(p: ModuleParams, words) -> list[HCmd]:
     """Decode host command words (ints or (word, gap) pairs) into HCmds (bank = -1: the
     simulator resolves every page through its page table, as the hardware does)."""
+    if not isinstance(p, ModuleParams):
+        raise ValueError(f"from_host_words: p={p!r} must be a ModuleParams")
+    if isinstance(words, (int, str, bytes)) or not hasattr(words, "__iter__"):
+        raise ValueError(f"from_host_words: words={words!r:.80} must be a list of host words")
     hf = host_fields(p)
     sl = {k: (hf[k].offset, (1 << hf[k].width) - 1) for k in _FIELDS}
     out = []

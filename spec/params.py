@@ -13,10 +13,49 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 from dataclasses import dataclass
 
 __all__ = ["MacroParams", "MacroErr", "Field", "wr_fields", "req_fields", "res_fields",
-           "pack", "unpack", "pack_vec", "unpack_vec"]
+           "pack", "unpack", "pack_vec", "unpack_vec", "width", "check_int", "check_word"]
+
+
+# --- argument checks (one place for every level: spec, models, program builders) ----------
+def check_int(name: str, value, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as a Python int, if it is an integer (int, IntEnum or numpy integer; not a
+    bool, float or str) in ``lo..hi`` (either bound may be None).  Else ValueError naming
+    ``name=value``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be an int, not a bool")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name}={value!r} must be an int") from None
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = f"in {lo}..{hi}" if lo is not None and hi is not None else \
+            (f">= {lo}" if lo is not None else f"<= {hi}")
+        raise ValueError(f"{name}={value!r} must be {rng}")
+    return v
+
+
+def check_word(name: str, value, width: int) -> int:
+    """``value`` as a Python int, if it is an unsigned ``width``-bit integer (a bool only when
+    ``width`` is 1: a valid/ready bit); else ValueError naming ``name=value``.  Cheap for the
+    common case (a Python int in range)."""
+    if type(value) is int and 0 <= value and not value >> width:
+        return value
+    if isinstance(value, bool) and width == 1:
+        return int(value)
+    if isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be an unsigned {width}-bit int, not a bool")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name}={value!r} must be an unsigned {width}-bit int") from None
+    if v < 0 or v >> width:
+        raise ValueError(f"{name}={value!r} must be an unsigned {width}-bit int "
+                         f"(0..2**{width}-1)")
+    return v
 
 
 class MacroErr(enum.IntEnum):
@@ -46,16 +85,21 @@ def _layout(*named_widths: tuple[str, int]) -> dict[str, Field]:
 class MacroParams:
     """Configuration of one DIMC SRAM MAC macro.
 
-    n_in        reduction length: rows of the array, inputs per request (2..1024)
-    n_out       output columns (1..1024)
+    n_in        reduction length: rows of the array, inputs per request, 2..1024 (the host
+                command's 10-bit ``row`` field)
+    n_out       output columns, 1..1024
     w_bits      weight width in bits, 4 or 8; stored as 4-bit slices, top slice signed
     x_bits      input width in bits, 4 or 8; applied bit-serially, MSB (sign) first
-    n_sets      weight sets (ping-pong), a power of two >= 2
-    n_acc       result/accumulator entries y[n_acc][n_out], a power of two >= 2; a request
-                names its entry ``dst``, so several tokens can accumulate tiled reductions
-                through one resident weight tile
+    n_sets      weight sets (ping-pong), a power of two in 2..256 (a physical page is one set
+                of one bank, and the host command's ``pp`` field is 8 bits)
+    n_acc       result/accumulator entries y[n_acc][n_out], a power of two in 2..256 (the host
+                command's 8-bit ``o`` field); a request names its entry ``dst``, so several
+                tokens can accumulate tiled reductions through one resident weight tile
     tree_stages register stages in the adder tree, 0..2 (adds that many cycles of latency)
-    acc_guard   extra accumulator bits for tiled reductions: 2**acc_guard tiles never wrap
+    acc_guard   extra accumulator bits for tiled reductions, 0..16: 2**acc_guard tiles never
+                wrap (acc_width <= 42 bits, exact in the models' int64 / float64 numerics)
+
+    Every field is a Python int (not a bool); anything else is a ValueError naming it.
 
     Timing contract (cycles of the single clock ``clk``; no stalls):
       * a request accepted at cycle t issues its x_bits input bits at cycles t+1 .. t+x_bits;
@@ -74,26 +118,21 @@ class MacroParams:
     def __post_init__(self):
         def bad(name, why):
             raise ValueError(f"MacroParams: {name}={getattr(self, name)!r} {why}")
-        for name in ("n_in", "n_out", "w_bits", "x_bits", "n_sets", "n_acc", "tree_stages",
-                     "acc_guard"):
-            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+        for name, lo, hi in (("n_in", 2, 1024), ("n_out", 1, 1024), ("w_bits", 4, 8),
+                             ("x_bits", 4, 8), ("n_sets", 2, 256), ("n_acc", 2, 256),
+                             ("tree_stages", 0, 2), ("acc_guard", 0, 16)):
+            v = getattr(self, name)
+            if type(v) is not int:
                 bad(name, "must be an int")
-        if not 2 <= self.n_in <= 1024:
-            bad("n_in", "must be in 2..1024")
-        if not 1 <= self.n_out <= 1024:
-            bad("n_out", "must be in 1..1024")
+            if not lo <= v <= hi:
+                bad(name, f"must be in {lo}..{hi}")
         if self.w_bits not in (4, 8):
             bad("w_bits", "must be 4 or 8")
         if self.x_bits not in (4, 8):
             bad("x_bits", "must be 4 or 8")
-        if self.n_sets < 2 or self.n_sets & (self.n_sets - 1):
-            bad("n_sets", "must be a power of two >= 2")
-        if self.n_acc < 2 or self.n_acc & (self.n_acc - 1) or self.n_acc > 256:
-            bad("n_acc", "must be a power of two in 2..256")
-        if not 0 <= self.tree_stages <= 2:
-            bad("tree_stages", "must be 0, 1 or 2")
-        if not 0 <= self.acc_guard <= 16:
-            bad("acc_guard", "must be in 0..16")
+        for name in ("n_sets", "n_acc"):
+            if getattr(self, name) & (getattr(self, name) - 1):
+                bad(name, "must be a power of two")
 
     # --- derived widths (bits) -------------------------------------------------------
     @property
@@ -157,35 +196,45 @@ def res_fields(p: MacroParams) -> dict[str, Field]:
 
 
 def width(fields: dict[str, Field]) -> int:
+    """Total width in bits of a payload layout."""
     return sum(f.width for f in fields.values())
 
 
 def pack(fields: dict[str, Field], **values: int) -> int:
-    """Pack named unsigned field values into one integer; ValueError on a value that does not fit."""
+    """Pack named unsigned field values into one integer; ValueError on an unknown field or a
+    value that is not an unsigned int of the field's width (see :func:`check_word`)."""
     word = 0
     for name, v in values.items():
         if name not in fields:
             raise ValueError(f"pack: unknown field {name!r}")
         f = fields[name]
-        if not 0 <= v < (1 << f.width):
-            raise ValueError(f"pack: field {name}={v} does not fit in {f.width} bits")
-        word |= v << f.offset
+        word |= check_word(f"pack: field {name}", v, f.width) << f.offset
     return word
 
 
 def unpack(fields: dict[str, Field], word: int) -> dict[str, int]:
+    """Inverse of :func:`pack`: every field of ``word`` (an unsigned int)."""
+    word = check_word("unpack: word", word, width(fields))
     return {n: (word >> f.offset) & ((1 << f.width) - 1) for n, f in fields.items()}
 
 
 def pack_vec(values, bits: int) -> int:
     """Pack signed integers (element 0 in the LSBs) as ``bits``-bit two's complement.
 
-    Raises ValueError if a value does not fit.
+    ``values``: a sequence of ints (or numpy integers), or an integer numpy array.  ValueError
+    if an element is not an integer (a float, even 2.0, a bool, a str) or does not fit.
     """
+    bits = check_int("pack_vec: bits", bits, 1)
+    if hasattr(values, "dtype"):                      # numpy array: check the dtype once
+        if values.dtype.kind not in "iu" or values.ndim != 1:
+            raise ValueError(f"pack_vec: values dtype {values.dtype} / ndim {values.ndim} must "
+                             f"be a 1-D integer array")
+        values = values.tolist()
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     word, mask = 0, (1 << bits) - 1
     for i, v in enumerate(values):
-        v = int(v)
+        if type(v) is not int:
+            v = check_int(f"pack_vec: element {i}", v)
         if not lo <= v <= hi:
             raise ValueError(f"pack_vec: element {i} = {v} outside signed {bits}-bit range")
         word |= (v & mask) << (i * bits)

@@ -1,37 +1,44 @@
-"""Cached Verilator builds of the lockstep wrapper and the cocotb runner that runs them.
+"""Verilator builds of the lockstep wrapper and the cocotb runs of the one lockstep loop.
 
-Builds live in ``sim_build/lockstep/<kind>_<params.tag>[_<fault>][_waves]/`` and are reused
-while the hash of their sources (HDL, encodings, wrapper, flags, Verilator config files) is
-unchanged.  The stock cocotb runner builds with ``--public-flat-rw`` (every signal visible to VPI, ~4x slower); here only the wrapper's ports
-are public (``tb/public.vlt``), which is all the lockstep bench touches.
+Builds live in ``sim_build/lockstep/<kind>_<params.tag>[_<fault>][_waves]/``, cached by
+``tb/cache.py`` (key: the wrapper's exact Verilog text, the flags, the Verilator config
+files).  The stock cocotb runner builds with ``--public-flat-rw`` (every signal visible to
+VPI, ~4x slower); here only the wrapper's ports are public (``tb/public.vlt``), which is all
+the lockstep loop (``tb/lockstep.py``) touches.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 import pickle
-import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocotb_tools.runner import Verilator
-
+from cimphony import compat
+from model.stimulus import Beat, Stimulus, ready_threshold
 from spec.params import MacroParams
-from model.stimulus import Stimulus, ready_threshold
-from tb import probespec, vlenv
-from tb.probe import probe_verilog
+from tb import cache, mismatch, vlenv
+from tb.designs import DESIGNS
 
 TB_DIR = Path(__file__).resolve().parent
 PUBLIC_VLT = TB_DIR / "public.vlt"
+TOP = "lockstep_top"
 BUILD_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-CFLAGS", "-O1"]
+#: added for a ``Target(hierarchical=True)``: each ``hier_block`` module of the exported
+#: Verilog (every component but the top, see hdl/export.py) is Verilated and compiled once,
+#: not per instance; across the opaque blocks Verilator sees false combinational loops
+#: (UNOPTFLAT, a speed warning: it settles them by iterating)
+HIER_FLAGS = ["--hierarchical", "-Wno-UNOPTFLAT"]
+TEST_MODULE = "tb.lockstep"
+#: a directory: builds add COVERAGE_FLAGS (dir suffix ``_cov``) and every run writes its
+#: ``coverage.dat`` there (``verif/coverage.py``); unset or empty: no coverage
+COVERAGE_ENV = "CIMPHONY_COVERAGE"
+#: line (with branch) and toggle coverage; not ``--coverage``, whose expression coverage
+#: stops Verilator 5.48 with an internal error on Amaranth's Verilog
+COVERAGE_FLAGS = ["--coverage-line", "--coverage-toggle"]
 
-
-def waves_requested() -> bool:
-    return os.environ.get("WAVES", "0") not in ("", "0")
+waves_requested = mismatch.waves_requested
 
 
 def fst_available() -> bool:
@@ -39,40 +46,37 @@ def fst_available() -> bool:
     return Path("/usr/include/lz4.h").exists()
 
 
-class _Runner(Verilator):
+class _Runner(compat.Verilator):
     """The cocotb Verilator runner minus ``--public-flat-rw`` (see module docstring)."""
 
-    def _build_command(self):
-        cmds = super()._build_command()
-        cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+    def edit_build_args(self, argv: list[str]) -> list[str]:
+        argv = [a for a in argv if a != "--public-flat-rw"]
         if self.waves and fst_available():
-            cmds[0] = ["--trace-fst" if a == "--trace" else a for a in cmds[0]]
-        return cmds
+            argv = ["--trace-fst" if a == "--trace" else a for a in argv]
+        return argv
 
 
 @dataclass(frozen=True)
 class Target:
     """A design under lockstep test: ``kind`` "macro" (DimcMacro), "channel" (PimChannel) or
-    "module" (PimModule)."""
+    "module" (PimModule), its parameters and a deliberate DUT fault (macro only, see
+    ``hdl/macro.py``)."""
     kind: str
-    params: object            # MacroParams or ChannelParams
-    fault: str | None = None  # deliberate DUT fault (macro only), see hdl/macro.py
+    params: object            # MacroParams, ChannelParams or ModuleParams
+    fault: str | None = None
+    hierarchical: bool = False    # Verilator --hierarchical (HIER_FLAGS): large modules
+
+    def __post_init__(self):
+        if self.kind not in DESIGNS:
+            raise ValueError(f"Target: kind={self.kind!r} is not one of {sorted(DESIGNS)}")
 
     @property
     def name(self) -> str:
-        return f"{self.kind}_{self.params.tag}" + (f"_{self.fault}" if self.fault else "")
+        return (f"{self.kind}_{self.params.tag}" + (f"_{self.fault}" if self.fault else "")
+                + ("_hier" if self.hierarchical else ""))
 
-    @property
-    def test_module(self) -> str:
-        return {"macro": "tb.lockstep", "channel": "tb.chan_lockstep",
-                "module": "tb.mod_lockstep"}[self.kind]
-
-    def spec(self) -> probespec.ProbeSpec:
-        if self.kind == "macro":
-            return probespec.MACRO
-        if self.kind == "channel":
-            return probespec.channel(self.params.n_banks)
-        return probespec.module(self.params.n_ch, self.params.channel.n_banks)
+    def spec(self):
+        return DESIGNS[self.kind].spec(self.params)
 
     def dut(self):
         if self.kind == "macro":
@@ -84,71 +88,91 @@ class Target:
         from hdl.module import PimModule
         return PimModule(self.params)
 
+    def verilog(self) -> str:
+        """The exact Verilog text of the wrapped DUT (``tb.probe.probe_verilog``)."""
+        from tb.probe import probe_verilog
+        return probe_verilog(self.dut(), self.spec())
 
-def _source_key(t: Target) -> str:
-    """Hash of everything a Verilated wrapper depends on: the HDL sources, the encodings, the
-    wrapper, the flags and the Verilator config files (cheaper than generating the Verilog,
-    which takes seconds for the default macro)."""
-    h = hashlib.sha256(repr((t, BUILD_FLAGS)).encode())
-    files = sorted((vlenv.REPO / "hdl").glob("*.py")) + [
-        vlenv.REPO / "model" / "spec.py", vlenv.REPO / "model" / "isa.py", TB_DIR / "probe.py",
-        TB_DIR / "probespec.py", PUBLIC_VLT, vlenv.WAIVERS]
-    for f in files:
-        h.update(f.read_bytes())
-    return h.hexdigest()
+
+def coverage_dir() -> Path | None:
+    d = os.environ.get(COVERAGE_ENV)
+    return Path(d) if d else None
+
+
+def build_dir(t: Target, waves: bool = False) -> Path:
+    return vlenv.SIM_BUILD / "lockstep" / (t.name + ("_waves" if waves else "")
+                                            + ("_cov" if coverage_dir() else ""))
 
 
 def build(t: Target, waves: bool = False, quiet: bool = True) -> Path:
-    """Build (or reuse) the Verilated lockstep wrapper of ``t``; returns the build dir.
-
-    Concurrent callers (parallel pytest, a bench next to a test run) serialise on a lock file.
-    """
+    """Build (or reuse) the Verilated lockstep wrapper of ``t``; returns the build dir."""
     vlenv.apply()
-    bdir = vlenv.SIM_BUILD / "lockstep" / (t.name + ("_waves" if waves else ""))
-    bdir.parent.mkdir(parents=True, exist_ok=True)
-    key = _source_key(t)
-    stamp = bdir / "cimphony.stamp"
-    with open(bdir.parent / f"{bdir.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.exists() and stamp.read_text() == key and (bdir / "lockstep_top").exists():
-            return bdir
-        if bdir.exists():
-            shutil.rmtree(bdir)
-        bdir.mkdir(parents=True)
-        vfile = bdir / "lockstep_top.v"
-        vfile.write_text(probe_verilog(t.dut(), t.spec()))
-        t0 = time.time()
-        runner = _Runner()
-        runner.build(sources=[vlenv.WAIVERS, PUBLIC_VLT, vfile], hdl_toplevel="lockstep_top",
-                     build_dir=bdir, build_args=BUILD_FLAGS, waves=waves, always=True,
-                     log_file=bdir / "build.log" if quiet else None)
-        stamp.write_text(key)
-        (bdir / "build_s.txt").write_text(f"{time.time() - t0:.1f}\n")
-    return bdir
+    flags = (BUILD_FLAGS + (HIER_FLAGS if t.hierarchical else [])
+             + (COVERAGE_FLAGS if coverage_dir() else []))
+
+    def run_verilator(bdir: Path, src: str) -> None:
+        vfile = bdir / f"{TOP}.v"
+        vfile.write_text(src)
+        _Runner().build(sources=[vlenv.WAIVERS, PUBLIC_VLT, vfile], hdl_toplevel=TOP,
+                        build_dir=bdir, build_args=flags, waves=waves, always=True,
+                        log_file=bdir / "build.log" if quiet else None)
+
+    return cache.cached_build(build_dir(t, waves), target=(t, waves), verilog=t.verilog,
+                              extra=[repr(flags), f"waves={waves}", vlenv.WAIVERS,
+                                     PUBLIC_VLT],
+                              build=run_verilator, product=TOP)
 
 
-def run_job(t: Target, job: dict, *, seed: int, waves: bool | None = None,
-            label: str = "run") -> dict:
-    """Run the cocotb lockstep bench of ``t`` on ``job`` (pickled for the simulator); returns
-    the result dict the bench wrote (see tb/lockstep.py), plus wall time and build dir."""
+def run_job(t: Target, streams: list[list[Beat]], *, seed: int, ready_p: float = 1.0,
+            waves: bool | None = None, max_cycles: int = 10_000_000, reset_at: int = -1,
+            label: str = "run", **extra) -> dict:
+    """Run the lockstep loop (``tb/lockstep.py``) on ``t`` with input ``streams`` (one beat
+    list per input stream of the design, see ``tb/designs.py``).
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the output ready pattern (and names the run).
+    ready_p : float
+        Output ready duty, (0, 1].
+    reset_at : int
+        Raise ``rst`` in this cycle (-1: never).
+    extra :
+        Design-specific job keys (``late`` for the macro model, ``note``).
+
+    Returns the loop's result: ``ok``, ``mismatch`` (None or a :class:`tb.mismatch.Mismatch`
+    dict), ``cycles``, ``wall_s``, ``cpu_s``, ``cycles_per_s``, ``outputs`` (output payloads in
+    order), ``transfers`` per stream, ``events`` [(cycle, output, value)], ``busy_cycles``
+    per busy bit, ``seed``; plus ``sim_total_s``, ``build_dir`` and ``waves`` (path or None).
+    """
     waves = waves_requested() if waves is None else waves
     bdir = build(t, waves)
     job_dir = bdir / "jobs"
     job_dir.mkdir(exist_ok=True)
     jfile = job_dir / f"{label}_{os.getpid()}_{seed}.pkl"
     out = jfile.with_suffix(".json")
+    job = dict(kind=t.kind, params=t.params, streams=[list(s) for s in streams], seed=seed,
+               ready_threshold=ready_threshold(ready_p), max_cycles=max_cycles,
+               reset_at=reset_at, out=str(out), waves=waves, **extra)
     with open(jfile, "wb") as f:
-        pickle.dump(dict(job, out=str(out), waves=waves), f)
+        pickle.dump(job, f)
     if out.exists():
         out.unlink()
-    runner = _Runner()
     log = jfile.with_suffix(".log")
+    wfile = jfile.with_suffix(".fst" if fst_available() else ".vcd")
+    cdir, cov = coverage_dir(), []
+    if cdir:
+        cdir.mkdir(parents=True, exist_ok=True)
+        dat = cdir.resolve() / f"{t.name}_{jfile.stem}_{time.time_ns()}.dat"
+        cov = [f"+verilator+coverage+file+{dat}"]
     t0 = time.time()
     try:  # under pytest the runner sys.exit()s on a failed cocotb test; the JSON says why
-        runner.test(test_module=t.test_module, hdl_toplevel="lockstep_top",
-                    hdl_toplevel_lang="verilog", build_dir=bdir, test_dir=bdir, waves=waves,
-                    extra_env={"CIMPHONY_JOB": str(jfile)}, log_file=log,
-                    results_xml=str(jfile.with_suffix(".xml")))
+        _Runner().test(test_module=TEST_MODULE, hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+                       build_dir=bdir, test_dir=bdir, waves=waves,
+                       test_args=["--trace-file", str(wfile)] if waves else [],
+                       extra_env={"CIMPHONY_JOB": str(jfile)}, log_file=log,
+                       plusargs=cov,
+                       results_xml=str(jfile.with_suffix(".xml")))
     except SystemExit:
         pass
     if not out.exists():
@@ -157,55 +181,54 @@ def run_job(t: Target, job: dict, *, seed: int, waves: bool | None = None,
     res = json.loads(out.read_text())
     res["sim_total_s"] = time.time() - t0
     res["build_dir"] = str(bdir)
-    if waves:
-        wf = sorted(bdir.glob("dump.*"))
-        res["waves"] = str(wf[0]) if wf else None
+    res["waves"] = str(wfile) if waves and wfile.exists() else None
+    if res["waves"]:
+        mismatch.note_waveform(res["waves"])
+        if res["mismatch"]:
+            res["mismatch"]["waves"] = res["waves"]
     jfile.unlink()
     return res
+
+
+def _beats(cmds) -> list[Beat]:
+    return [Beat(payload, gap) for payload, gap in cmds]
 
 
 def run_lockstep(params: MacroParams, stim: Stimulus, *, late: int = 0,
                  fault: str | None = None, waves: bool | None = None,
                  max_cycles: int = 10_000_000, label: str = "run") -> dict:
-    """Run ``stim`` through the Verilated macro and the golden model in lockstep.
-
-    Returns ``ok``, ``cycles``, ``wall_s``, ``cycles_per_s``, ``mismatch`` (None or {cycle,
-    signal, expected, actual, seed, in_flight}), the result payloads ``results`` in arrival
-    order and ``transfers`` counts.
-    """
-    job = {"params": params, "stim": stim, "late": late, "max_cycles": max_cycles}
-    return run_job(Target("macro", params, fault), job, seed=stim.seed, waves=waves,
-                   label=label)
+    """Run ``stim`` through the Verilated macro and the golden model in lockstep
+    (:func:`run_job`); ``outputs`` are the result payloads in arrival order, ``transfers``
+    the counts of ``wr``, ``req`` and ``res``."""
+    return run_job(Target("macro", params, fault), [stim.wr, stim.req], seed=stim.seed,
+                   ready_p=stim.ready_p, waves=waves, max_cycles=max_cycles, label=label,
+                   late=late, note=stim.note)
 
 
 def run_channel_lockstep(params, cmds: list[tuple[int, int]], *, out_ready_p: float = 1.0,
                          seed: int = 0, waves: bool | None = None,
                          max_cycles: int = 10_000_000, label: str = "chan") -> dict:
     """Run a channel command stream ``cmds`` [(payload, gap)] through the Verilated PimChannel
-    and ChannelModel in lockstep (``tb/chan_lockstep.py``).  Returns ``ok``, ``mismatch``,
-    ``cycles``, ``outputs`` (out payloads in order), ``busy_cycles`` per bank, speed."""
-    job = {"params": params, "cmds": list(cmds), "seed": seed,
-           "ready_threshold": ready_threshold(out_ready_p),
-           "max_cycles": max_cycles}
-    return run_job(Target("channel", params), job, seed=seed, waves=waves, label=label)
+    and ChannelModel in lockstep (:func:`run_job`)."""
+    return run_job(Target("channel", params), [_beats(cmds)], seed=seed, ready_p=out_ready_p,
+                   waves=waves, max_cycles=max_cycles, label=label)
 
 
 def run_module_lockstep(params, cmds: list[tuple[int, int]], *, out_ready_p: float = 1.0,
                         seed: int = 0, reset_at: int = -1, waves: bool | None = None,
                         max_cycles: int = 10_000_000, label: str = "mod") -> dict:
     """Run host commands ``cmds`` [(host_cmd, gap)] through the Verilated PimModule and
-    ModuleModel in lockstep (``tb/mod_lockstep.py``).  Returns ``ok``, ``mismatch``,
-    ``cycles``, ``outputs``, ``errors`` [(cycle, code)], ``busy_cycles`` per bank, speed.
-    ``reset_at``: raise ``rst`` in that cycle (DUT and model), to test mid-stream recovery."""
-    job = {"params": params, "cmds": list(cmds), "seed": seed, "reset_at": reset_at,
-           "ready_threshold": ready_threshold(out_ready_p), "max_cycles": max_cycles}
-    return run_job(Target("module", params), job, seed=seed, waves=waves, label=label)
+    ModuleModel in lockstep (:func:`run_job`): command i is pushed in cycle
+    ``t_{i-1} + 1 + gap_i`` (no ready).  Adds ``errors`` [(cycle, ModErr code)], QUEUE_FULL
+    for pushes reported on ``ovf``."""
+    from spec.isa import ModErr
+    res = run_job(Target("module", params), [_beats(cmds)], seed=seed, ready_p=out_ready_p,
+                  waves=waves, max_cycles=max_cycles, reset_at=reset_at, label=label)
+    res["errors"] = [(c, v if f == "err" else int(ModErr.QUEUE_FULL))
+                     for c, f, v in res["events"]]
+    return res
 
 
-def describe_mismatch(res: dict) -> str:
-    m = res["mismatch"]
-    if not m:
-        return "no mismatch"
-    return (f"first mismatch at cycle {m['cycle']}: signal {m['signal']} expected {m['expected']} "
-            f"actual {m['actual']} | in flight: {m['in_flight']} | seed {m['seed']} "
-            f"(re-run with WAVES=1 SEED={m['seed']} for a waveform)")
+def describe_mismatch(res: dict, reproduce: str | None = None) -> str:
+    """The readable first-mismatch report of a lockstep result (:mod:`tb.mismatch`)."""
+    return mismatch.describe(res["mismatch"], waves=res.get("waves"), reproduce=reproduce)

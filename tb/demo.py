@@ -6,7 +6,11 @@ sentence, INT8) and a Llama-3.1-8B-shaped attention-score GEMV on the default ma
 cycle; then checks the decoded integers against exact numpy and the dequantised result against
 float32.  Writes ``build/demo/summary.json`` and prints a short table.
 
-Usage: python -m tb.demo [--sentence TEXT] [--ready-p P] [--gap G] [--seed N]
+Usage::
+
+    cimphony demo [--sentence TEXT] [--ready-p P] [--gap G] [--seed N] [--out DIR]
+
+(``python -m tb.demo`` takes the same options.)
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ def run_workload_rtl(params: MacroParams, workloads, progress=True) -> tuple[lis
                    wall_s=round(res["wall_s"], 3), cycles_per_s=round(res["cycles_per_s"]),
                    useful_macs=g.plan.useful_macs, seed=res["seed"])
         if res["ok"]:
-            y = g.plan.decode(res["results"])
+            y = g.plan.decode(res["outputs"])
             row["bit_exact_vs_numpy"] = bool(np.array_equal(y, g.plan.expected))
             row["cosine_vs_float"] = round(g.cosine(y), 6)
         else:
@@ -46,15 +50,61 @@ def run_workload_rtl(params: MacroParams, workloads, progress=True) -> tuple[lis
     return rows
 
 
+def sentence_arg(text: str) -> str:
+    """argparse type of ``--sentence``: non-empty, and no longer than the MiniLM tokeniser's
+    ``max_length`` (128 tokens, [CLS] and [SEP] included), which would otherwise cut it."""
+    from tokenizers import Tokenizer
+
+    from workloads.minilm import tokenizer
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a non-empty sentence, got {text!r}")
+    tok = tokenizer()
+    limit = (tok.truncation or {}).get("max_length")
+    full = Tokenizer.from_str(tok.to_str())
+    full.no_truncation()
+    n = len(full.encode(text).ids)
+    if limit is not None and n > limit:
+        short = text if len(text) <= 60 else text[:57] + "..."
+        raise argparse.ArgumentTypeError(f"{short!r} is {n} tokens, more than the {limit} "
+                                         "the MiniLM tokeniser supports")
+    return text
+
+
+def add_arguments(ap) -> None:
+    """Options of ``cimphony demo`` / ``python -m tb.demo`` (each checked by its type)."""
+    from cimphony.cli import env_default, nonneg_int, out_dir, probability
+    ap.add_argument("--sentence", type=sentence_arg, metavar="TEXT", default=MINILM_SENTENCE,
+                    help="text whose MiniLM tokens are the Q/K/V inputs (at most 128 tokens)")
+    ap.add_argument("--ready-p", type=probability, metavar="P", default=1.0,
+                    help="res.ready duty in (0, 1] (backpressure)")
+    ap.add_argument("--gap", type=nonneg_int, metavar="N", default=0,
+                    help="max random idle gap per beat")
+    ap.add_argument("--seed", type=nonneg_int, metavar="N", default=env_default("SEED", 1),
+                    help="seed of gaps and ready pattern (default: $SEED, else 1)")
+    ap.add_argument("--out", type=out_dir, metavar="DIR", default=OUT,
+                    help="output directory")
+    ap.add_argument("--workload", choices=("smollm2", "minilm"), default="smollm2",
+                    help="smollm2: text generated on the accelerator (tb/smollm2_demo.py); "
+                         "minilm: the QKV run below")
+    from tb import smollm2_demo
+    smollm2_demo.add_arguments(ap)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sentence", default=MINILM_SENTENCE)
-    ap.add_argument("--ready-p", type=float, default=1.0, help="res.ready duty (backpressure)")
-    ap.add_argument("--gap", type=int, default=0, help="max random idle gap per beat")
-    ap.add_argument("--seed", type=int, default=1, help="seed of gaps and ready pattern")
-    a = ap.parse_args(argv)
+    ap = argparse.ArgumentParser(prog="python -m tb.demo", description=__doc__.split("\n")[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(a) -> int:
+    """Build (cached), run every GEMM in lockstep, write ``<out>/summary.json``; 0 if all is
+    bit exact and the MiniLM cosine is >= 0.999."""
+    if getattr(a, "workload", "minilm") == "smollm2":
+        from tb import smollm2_demo
+        return smollm2_demo.run(a)
+    out = Path(a.out)
     p = MacroParams()
-    OUT.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     print(f"[demo] macro {p.tag}: building the Verilated lockstep wrapper (cached)...", flush=True)
     tb0 = time.time()
@@ -79,7 +129,7 @@ def main(argv=None) -> int:
         wall_s=round(wall, 2), build_s=round(build_s, 1),
         cycles_per_s=round(cycles / sim_wall) if sim_wall else 0,
         seed=a.seed, ready_p=a.ready_p, gap=a.gap, runs=rows)
-    (OUT / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print()
     print(f"{'workload':<18}{'gemm':<8}{'cycles':>8}{'MACs':>11}{'util':>7}{'cyc/s':>8}"
           f"{'exact':>7}{'cosine':>10}")
@@ -93,7 +143,7 @@ def main(argv=None) -> int:
     print(f"\nmismatches {summary['mismatches']}, cycles {cycles}, MAC utilisation "
           f"{summary['mac_utilisation']}, MiniLM QKV cosine vs float32 {summary['cosine_vs_float']}, "
           f"{summary['cycles_per_s']} cycles/s in lockstep, {wall:.1f} s total "
-          f"-> {OUT / 'summary.json'}")
+          f"-> {out / 'summary.json'}")
     ok = summary["mismatches"] == 0 and summary["bit_exact"] and \
         (summary["cosine_vs_float"] or 0) >= 0.999
     return 0 if ok else 1

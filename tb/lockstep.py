@@ -1,12 +1,27 @@
-"""cocotb lockstep bench: the Verilated macro and the golden model, compared every cycle.
+"""The one cocotb lockstep loop: a Verilated design and its golden model, compared every cycle.
 
-Runs inside the simulator (started by :func:`tb.build.run_lockstep`, which passes the job file
-in ``CIMPHONY_JOB``).  Python wakes once per cycle, on the falling clock edge, reads the
-wrapper's sampled outputs of the cycle that just ended (``tb/probe.py``), steps the model with
-the same inputs, compares every output (the wide result payload is compared whenever either
-side's value changes, so every cycle's value is covered), then drives the next cycle's inputs
-following the driver rules of ``model/stimulus.py``.  The first mismatch stops the run and is
-reported with cycle, signal, expected, actual, what was in flight and the stimulus seed.
+Runs inside the simulator for every design of ``tb/designs.py`` (macro, channel, module),
+started by :func:`tb.build.run_job`, which passes the job file in ``CIMPHONY_JOB``.  Python
+wakes once per cycle, on the falling clock edge; each wake runs four stages:
+
+``sample``
+    read the wrapper's registered outputs of the cycle that just ended (``tb/probe.py``:
+    all narrow outputs packed in ``obs``, the wide payload in ``obs_out``, read only when its
+    change bit is set or the model's payload changed);
+``step``
+    step the golden model with the same inputs (``reset``/``step``/``state`` interface);
+``check``
+    compare every sampled output; the first mismatch stops the run (cycle, signal, expected,
+    actual, in flight, seed: :class:`tb.mismatch.Mismatch`); then count transfers and apply
+    the design's end rule;
+``drive``
+    compute the next cycle's inputs by the driver rules of ``model/stimulus.py`` and write
+    them straight into the simulator (raw GPI deposits: ``handle.value`` would queue them
+    for a second wake per cycle).  Verilator re-evaluates after the callback, long before
+    the rising edge samples them.
+
+``job["reset_at"]`` raises ``rst`` in that cycle (DUT) and resets the model after stepping
+it (mid-stream reset recovery).
 """
 from __future__ import annotations
 
@@ -19,152 +34,265 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from model.macro import MacroModel
+from cimphony.compat import DEPOSIT, raw_handle
 from model.stimulus import TAIL, Source, ready_pattern
-from spec.params import MacroErr
-from tb.probespec import MACRO
+from tb.designs import DESIGNS, Design
+from tb.mismatch import Mismatch, payload_detail
 
-CTL_WR_VALID, CTL_REQ_VALID, CTL_RES_READY = (MACRO.ctl_bit(n) for n in MACRO.ctl)
-OBS_WR_READY, OBS_REQ_READY, OBS_RES_VALID, OBS_ERR, OBS_BUSY = (
-    MACRO.obs_offset(n) for n, _ in MACRO.obs)
-OBS_CHG = MACRO.chg_bit
-
-_FIELDS = tuple((n, MACRO.obs_offset(n), w) for n, w in MACRO.obs)
+CHUNK = 1 << 14     # ready pattern computed this many cycles at a time
+RESET_EDGES = 3     # falling edges with rst high before cycle 0
 
 
-_CMP_MASK = (1 << OBS_CHG) - 1   # every sampled output except the payload-change flag
+class _Port:
+    """An input stream as driven: its beat source and where its valid / payload go."""
+    __slots__ = ("name", "src", "bit", "set", "fmt", "ready", "after", "driven", "valid",
+                 "total")
+    # bit: the port's index, also its valid's bit in ctl and its transfer counter
 
 
-def _first_diff(actual: int, expected: int):
-    for name, off, w in _FIELDS:
-        a, e = (actual >> off) & ((1 << w) - 1), (expected >> off) & ((1 << w) - 1)
-        if a != e:
-            if name == "err":
-                return name, f"{e} ({MacroErr(e).name})", f"{a} ({MacroErr(a).name})"
-            return name, e, a
-    return None
+def _reader(handle, width: int):
+    """Fast reader of a wrapper output: the raw 32-bit read, or the binary string above."""
+    h = raw_handle(handle)
+    if width <= 32:
+        return h.get_signal_val_long
+    return lambda: int(h.get_signal_val_binstr(), 2)
+
+
+def _packer(fields: list[tuple[int, int]]):
+    """``o -> sum(o[i] << off)``: the model's outputs packed as the probe packs the DUT's
+    (compiled once per run: the one expression the loop evaluates every cycle)."""
+    body = " | ".join(f"(o[{i}] << {off})" for i, off in fields) or "0"
+    return eval(f"lambda o: {body}")   # the text holds only ints of the probe spec
+
+
+class Lockstep:
+    """One lockstep run of ``design`` on ``job`` (see :func:`tb.build.run_job` for its keys)."""
+
+    def __init__(self, dut, design: Design, job: dict):
+        p = job["params"]
+        self.design, self.job, self.dut = design, job, dut
+        self.model = design.model(p, job)
+        spec = self.spec = design.spec(p)
+        fields = design.out_type._fields
+        names = [x.name for x in design.inputs] + [design.output]
+        n_in = len(design.inputs)
+        if (len(spec.ctl) != n_in + 1 or len(spec.wide_in) != n_in
+                or not spec.ctl[-1].startswith(design.output)
+                or not all(spec.ctl[i].startswith(s.name) and spec.wide_in[i].startswith(s.name)
+                           for i, s in enumerate(design.inputs))):
+            raise ValueError(f"lockstep: probe spec {spec} does not match the streams of "
+                             f"{design.kind} {names} (ctl: their valids, then the output's "
+                             f"ready; wide_in: their payloads)")
+        self.ports = []
+        for i, (s, beats) in enumerate(zip(design.inputs, job["streams"], strict=True)):
+            port = _Port()
+            h = getattr(dut, f"in{i}")
+            raw = raw_handle(h)
+            port.name, port.src, port.bit = s.name, Source(beats), i
+            port.fmt = f"0{len(h)}b" if len(h) > 32 else None   # wide: binary string
+            port.set = raw.set_signal_val_binstr if port.fmt else raw.set_signal_val_int
+            port.ready = None if s.ready is None else fields.index(s.ready)
+            port.after = names.index(s.after) if s.after else n_in
+            port.driven, port.valid, port.total = 0, 0, len(beats)
+            self.ports.append(port)
+        self.obs_fields = [(n, fields.index(n.replace(".", "_")), spec.obs_offset(n), w)
+                           for n, w in spec.obs]
+        self.seed = job["seed"]
+        self.expect = (None if design.results_of is None
+                       else self.ports[names.index(design.results_of)].total)
+        self.counts = [0] * (n_in + 1)    # transfers per input stream, then outputs received
+        self.outputs, self.events, self.busy_hist = [], [], {}
+
+    # --- the stages -------------------------------------------------------------------------
+    def stages(self):
+        """The ``drive(c) -> step args``, ``sample() -> obs`` and ``check(c, obs, o) ->
+        Mismatch | bool`` functions of this run (closures over its constants and state:
+        they run every cycle, so no attribute or dict lookups)."""
+        dut, job, spec, design = self.dut, self.job, self.spec, self.design
+        fields = design.out_type._fields
+        ports, counts, outputs, events = self.ports, self.counts, self.outputs, self.events
+        busy_hist = self.busy_hist
+        seed, thr = self.seed, job["ready_threshold"]
+        rbit, reset_at = len(spec.ctl) - 1, job["reset_at"]
+        set_ctl = raw_handle(dut.ctl).set_signal_val_int
+        set_rst = raw_handle(dut.rst).set_signal_val_int
+        pack = _packer([(i, off) for _, i, off, _ in self.obs_fields])
+        mask, chg = (1 << spec.chg_bit) - 1, spec.chg_bit
+        get_obs = _reader(dut.obs, spec.obs_width + 1)
+        get_out = _reader(dut.obs_out, len(dut.obs_out))
+        pay_i = fields.index(spec.wide_out.replace(".", "_"))
+        valid_i = fields.index(f"{design.output}_valid")
+        idle_i = fields.index("idle") if "idle" in fields else None
+        busy_i = fields.index("busy")
+        event_i = [(fields.index(n), n) for n in design.events]
+        expect = self.expect
+        ready = ready_pattern(seed, 0, CHUNK, thr).tolist()
+        ctl_now = rr = model_out = dut_out = 0
+        pending = sum(1 for s in ports if s.total)     # input streams with beats to send
+        end = None                                     # last cycle, once the end rule fired
+
+        def drive(c: int) -> list[int]:
+            """Write the inputs of cycle ``c`` into the simulator; returns the model's step
+            arguments ``v0, p0, v1, p1, ..., out_ready``."""
+            nonlocal ready, ctl_now, rr
+            args, ctl = [], 0
+            for s in ports:
+                src = s.src
+                v = s.valid = src.valid(c, counts[s.after])
+                pay = src.payload
+                if pay != s.driven:
+                    s.driven = pay
+                    s.set(DEPOSIT, format(pay, s.fmt) if s.fmt else pay)
+                ctl |= v << s.bit
+                args += (v, pay)
+            k = c & (CHUNK - 1)
+            if not k and c:
+                ready = ready_pattern(seed, c, CHUNK, thr).tolist()
+            rr = ready[k]
+            ctl |= rr << rbit
+            if ctl != ctl_now:
+                ctl_now = ctl
+                set_ctl(DEPOSIT, ctl)
+            if c == reset_at:
+                set_rst(DEPOSIT, 1)
+            args.append(rr)
+            return args
+
+        sample = get_obs   # () -> the packed narrow outputs of the cycle that just ended
+
+        def check(c: int, obs: int, o) -> Mismatch | bool:
+            """Compare the DUT's outputs ``obs`` of cycle ``c`` with the model's ``o``, then
+            count transfers and apply the end rule.  Returns the first mismatch, True when
+            the run is over, else False."""
+            nonlocal model_out, dut_out, pending, end
+            if (obs & mask) != pack(o):
+                return self._field_mismatch(c, obs, pack(o))
+            pay = o[pay_i]
+            if obs >> chg or pay != model_out:
+                dut_out, model_out = get_out(), pay
+                if dut_out != pay:
+                    m = self._mismatch(c, spec.wide_out, pay, dut_out)
+                    m.detail = payload_detail(*design.out_layout(job["params"]), pay, dut_out)
+                    return m
+            if (expect is None and end is None and not pending and o[idle_i]
+                    and not o[valid_i]):           # every beat sent in an earlier cycle
+                end = c + TAIL
+            for s in ports:
+                if s.valid and (s.ready is None or o[s.ready]):
+                    s.src.transferred(c)
+                    counts[s.bit] += 1
+                    if counts[s.bit] == s.total:
+                        pending -= 1
+            if o[valid_i] and rr:
+                counts[-1] += 1
+                outputs.append(dut_out)          # as read from the DUT (equal to the model's)
+            for i, n in event_i:
+                if o[i]:
+                    events.append((c, n, o[i]))
+            b = o[busy_i]
+            busy_hist[b] = busy_hist.get(b, 0) + 1
+            if expect is not None and end is None and not pending and counts[-1] == expect:
+                end = c + TAIL
+            return end is not None and c >= end
+
+        return drive, sample, check
+
+    # --- reports ----------------------------------------------------------------------------
+    def _decode(self, name: str, v: int):
+        if name == "err":
+            try:
+                return f"{v} ({self.design.errors(v).name})"
+            except ValueError:
+                return v
+        return v
+
+    def _field_mismatch(self, c: int, obs: int, exp: int) -> Mismatch:
+        for n, _, off, w in self.obs_fields:
+            a, e = (obs >> off) & ((1 << w) - 1), (exp >> off) & ((1 << w) - 1)
+            if a != e:
+                return self._mismatch(c, n, self._decode(n, e), self._decode(n, a))
+        raise AssertionError("unreachable: packed outputs differ but no field does")
+
+    def in_flight(self) -> str:
+        """Transfers so far and a summary of the model's state."""
+        parts = [f"{s.name} {n}/{s.total} sent"
+                 for s, n in zip(self.ports, self.counts[:-1], strict=True)]
+        parts.append(f"{self.design.output} {self.counts[-1]}"
+                     + (f"/{self.expect}" if self.expect is not None else "") + " received")
+        st = []
+        for k, v in self.model.state().items():
+            if k == "cycle" or k.endswith("payload"):
+                continue
+            if isinstance(v, (bool, int)):
+                st.append(f"{k}={int(v)}")
+            elif isinstance(v, (list, tuple)) and k in ("fifo", "ioq", "cq"):
+                st.append(f"{k}: {len(v)} entries")
+        return ", ".join(parts) + ("; model " + " ".join(st)[:240] if st else "")
+
+    def _mismatch(self, c, signal, expected, actual) -> Mismatch:
+        return Mismatch(c, signal, expected, actual, seed=self.seed,
+                        in_flight=self.in_flight())
+
+    # --- the loop ---------------------------------------------------------------------------
+    async def run(self) -> dict:
+        """Reset, then one wake per cycle: sample, step, check, drive.  Returns the result."""
+        dut, job = self.dut, self.job
+        # The clock toggles in the simulator (GPI clock), not in a Python coroutine.
+        Clock(dut.clk, 10, unit="ns", impl="gpi").start()
+        dut.rst.value = 1
+        dut.ctl.value = 0
+        for i in range(len(self.ports)):
+            getattr(dut, f"in{i}").value = 0
+        edge = FallingEdge(dut.clk)    # mid-cycle: registers settled, inputs not yet sampled
+        for _ in range(RESET_EDGES):
+            await edge
+        set_rst = raw_handle(dut.rst).set_signal_val_int
+        set_rst(DEPOSIT, 0)
+        drive, sample, check = self.stages()
+        step, reset, reset_at = self.model.step, self.model.reset, job["reset_at"]
+        max_cycles = job["max_cycles"]
+        c = 0
+        args = drive(0)
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        while True:
+            await edge
+            obs = sample()
+            o = step(*args)
+            if c == reset_at:
+                reset()
+                set_rst(DEPOSIT, 0)
+            verdict = check(c, obs, o)
+            if verdict:
+                break
+            c += 1
+            if c >= max_cycles:
+                verdict = self._mismatch(c, "timeout", f"done within {max_cycles} cycles",
+                                         "still running")
+                break
+            args = drive(c)
+        mismatch = verdict if isinstance(verdict, Mismatch) else None
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        cycles = c + 1
+        width = dict(self.spec.obs)["busy"]
+        busy = [sum(n for b, n in self.busy_hist.items() if (b >> i) & 1) for i in range(width)]
+        return dict(ok=mismatch is None,
+                    mismatch=None if mismatch is None else mismatch.to_dict(),
+                    cycles=cycles, wall_s=wall, cpu_s=cpu,
+                    cycles_per_s=cycles / wall if wall > 0 else 0.0,
+                    outputs=self.outputs, events=self.events, busy_cycles=busy,
+                    transfers={**{s.name: n for s, n in zip(self.ports, self.counts[:-1],
+                                                            strict=True)},
+                               self.design.output: self.counts[-1]},
+                    seed=self.seed, note=job.get("note", ""))
 
 
 @cocotb.test()
 async def lockstep(dut):
+    """The cocotb test every lockstep build runs: the job in ``CIMPHONY_JOB``, its result
+    (JSON) in ``job["out"]``."""
     with open(os.environ["CIMPHONY_JOB"], "rb") as f:
         job = pickle.load(f)
-    p, stim = job["params"], job["stim"]
-    model = MacroModel(p, late=job["late"])
-    # The clock toggles in the simulator (GPI clock), not in a Python coroutine: the default
-    # ("py" unless COCOTB_TRUST_INERTIAL_WRITES) wakes Python on both clock edges.
-    Clock(dut.clk, 10, unit="ns", impl="gpi").start()
-    h_obs, h_res = dut.obs._handle, dut.obs_out._handle
-    ctl_h, wr_h, req_h = dut.ctl, dut.in0, dut.in1     # in0 = wr.payload, in1 = req.payload
-
-    dut.rst.value = 1
-    ctl_h.value = 0
-    wr_h.value = 0
-    req_h.value = 0
-    edge = FallingEdge(dut.clk)   # mid-cycle: registers settled, inputs not yet sampled
-    for _ in range(3):
-        await edge
-    dut.rst.value = 0
-
-    wr_src, req_src = Source(stim.wr), Source(stim.req)
-    n_req_total = len(stim.req)
-    thr, seed = stim.ready_threshold, stim.seed
-    chunk = 1 << 14
-    ready = ready_pattern(seed, 0, chunk, thr).tolist()
-    n_wr = n_req = n_res = 0
-    results: list[int] = []
-    mismatch = None
-    end_cycle = None
-    max_cycles = job["max_cycles"]
-
-    # cycle 0 inputs
-    wv = wr_src.valid(0, 0)
-    rv = req_src.valid(0, 0)
-    rr = ready[0]
-    ctl = (wv << CTL_WR_VALID) | (rv << CTL_REQ_VALID) | (rr << CTL_RES_READY)
-    ctl_h.value = ctl
-    wr_pay = wr_src.payload
-    req_pay = req_src.payload
-    if wr_pay:
-        wr_h.value = wr_pay
-    if req_pay:
-        req_h.value = req_pay
-    model_pay = dut_pay = 0
-    c = 0
-    # Inputs of the next cycle are written straight into the simulator (deposit) from the
-    # falling-edge wake-up, instead of through ``handle.value``, which queues them for a
-    # ReadWrite callback (a second Python wake-up per cycle) and goes through range checks.
-    # Verilator re-evaluates after the callback, long before the rising edge samples them.
-    deposit = 0                                   # cocotb's _GPISetAction.DEPOSIT
-    set_ctl = ctl_h._handle.set_signal_val_int    # ctl fits 32 bits
-    set_wr, set_req = wr_h._handle.set_signal_val_binstr, req_h._handle.set_signal_val_binstr
-    wr_fmt, req_fmt = f"0{len(wr_h)}b", f"0{len(req_h)}b"   # wide ports: binary strings
-    t0 = time.perf_counter()
-    while True:
-        await edge
-        obs = h_obs.get_signal_val_long()
-        o = model.step(wv, wr_pay, rv, req_pay, rr)
-        exp = ((o.wr_ready << OBS_WR_READY) | (o.req_ready << OBS_REQ_READY)
-               | (o.res_valid << OBS_RES_VALID) | (o.err << OBS_ERR) | (o.busy << OBS_BUSY))
-        if (obs & _CMP_MASK) != exp:
-            name, e, a = _first_diff(obs, exp)
-            mismatch = dict(cycle=c, signal=name, expected=e, actual=a)
-            break
-        if (obs >> OBS_CHG) & 1 or o.res_payload != model_pay:
-            dut_pay = int(h_res.get_signal_val_binstr(), 2)   # the DUT's, kept for results
-            model_pay = o.res_payload
-            if dut_pay != model_pay:
-                mismatch = dict(cycle=c, signal="res.payload", expected=hex(model_pay),
-                                actual=hex(dut_pay))
-                break
-        if wv and o.wr_ready:
-            n_wr += 1
-            wr_src.transferred(c)
-        if rv and o.req_ready:
-            n_req += 1
-            req_src.transferred(c)
-        if o.res_valid and rr:
-            n_res += 1
-            results.append(dut_pay)         # as read from the DUT (equal to the model's)
-        if end_cycle is None and n_res == n_req_total and wr_src.done and req_src.done:
-            end_cycle = c + TAIL
-        if end_cycle is not None and c >= end_cycle:
-            break
-        c += 1
-        if c >= max_cycles:
-            mismatch = dict(cycle=c, signal="timeout", expected=f"done within {max_cycles}",
-                            actual=f"{n_wr} writes, {n_req} requests, {n_res} results")
-            break
-        if c % chunk == 0:
-            ready = ready_pattern(seed, c, chunk, thr).tolist()
-        # inputs of cycle c
-        wv = wr_src.valid(c, n_res)
-        rv = req_src.valid(c, n_wr)
-        rr = ready[c % chunk]
-        nctl = (wv << CTL_WR_VALID) | (rv << CTL_REQ_VALID) | (rr << CTL_RES_READY)
-        if nctl != ctl:
-            ctl = nctl
-            set_ctl(deposit, ctl)
-        if wr_src.payload != wr_pay:
-            wr_pay = wr_src.payload
-            set_wr(deposit, format(wr_pay, wr_fmt))
-        if req_src.payload != req_pay:
-            req_pay = req_src.payload
-            set_req(deposit, format(req_pay, req_fmt))
-    wall = time.perf_counter() - t0
-
-    if mismatch is not None:
-        mismatch["seed"] = seed
-        mismatch["in_flight"] = (f"{n_wr}/{len(stim.wr)} writes and {n_req}/{n_req_total} "
-                                 f"requests accepted, {n_res} results received; "
-                                 f"model busy={model.state()['busy']}")
-    cycles = c + 1
-    res = dict(ok=mismatch is None, mismatch=mismatch, cycles=cycles, wall_s=wall,
-               cycles_per_s=cycles / wall if wall > 0 else 0.0, results=results,
-               transfers=dict(wr=n_wr, req=n_req, res=n_res), seed=seed, note=stim.note)
+    res = await Lockstep(dut, DESIGNS[job["kind"]], job).run()
     with open(job["out"], "w") as f:
         json.dump(res, f)
-    assert mismatch is None, (f"lockstep mismatch at cycle {mismatch['cycle']}: "
-                              f"{mismatch['signal']} expected {mismatch['expected']} actual "
-                              f"{mismatch['actual']} (seed {seed})")
-
+    assert res["ok"], str(Mismatch.from_dict(res["mismatch"]))

@@ -5,6 +5,9 @@ registers what the DUT outputs at each clock edge: after the edge that ends cycl
 ``obs_out`` hold the DUT's outputs *during* cycle c (from its state in c and the inputs of c),
 and ``obs``'s top bit says whether the wide output changed from cycle c-1.  The wrapper adds
 no behaviour: it only samples.  Which ports go where is a :class:`tb.probespec.ProbeSpec`.
+
+The DUT inside the wrapper is an instance of its exported Verilog (:func:`hdl.export.hierarchy`,
+the text ``cimphony verilog`` writes), so what the lockstep benches verify is what users take.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from amaranth.back import verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from hdl import export, hier
 from tb.probespec import ProbeSpec
 
 
@@ -34,7 +38,8 @@ class LockstepProbe(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.dut = dut = self._dut
+        dut = self._dut
+        hier.place(m, "dut", dut, platform)
         spec = self._spec
         m.d.comb += [_port(dut, p).eq(self.ctl[i]) for i, p in enumerate(spec.ctl)]
         m.d.comb += [_port(dut, p).eq(getattr(self, f"in{i}"))
@@ -53,4 +58,9 @@ class LockstepProbe(wiring.Component):
 
 
 def probe_verilog(dut: wiring.Component, spec: ProbeSpec) -> str:
-    return verilog.convert(LockstepProbe(dut, spec), name="lockstep_top", emit_src=False)
+    """Verilog of the wrapper ``lockstep_top`` around ``dut``: the exported hierarchical
+    Verilog of ``dut`` (unchanged), then the wrapper, which instantiates its top module."""
+    h = export.hierarchy(dut)
+    wrapper = verilog.convert(LockstepProbe(dut, spec), name="lockstep_top", emit_src=False,
+                              platform=hier.Definitions({hier.key(dut): h.top}))
+    return h.text + "\n" + wrapper

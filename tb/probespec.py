@@ -53,7 +53,7 @@ def channel(n_banks: int) -> ProbeSpec:
 
 
 def module(n_ch: int, n_banks: int) -> ProbeSpec:
-    return ProbeSpec(ctl=("host_valid", "out.ready"), wide_in=("host_cmd",),
+    return ProbeSpec(ctl=("host.valid", "out.ready"), wide_in=("host.payload",),
                      obs=(("out.valid", 1), ("err", 3), ("ovf", 1), ("idle", 1),
                           ("err_count", 16), ("busy", n_ch * n_banks)),
                      wide_out="out.payload")

@@ -74,7 +74,8 @@ def random_stimulus(p: MacroParams, seed: int, n_req: int = 64, n_wr: int | None
 def random_channel_cmds(p, seed: int, n: int, gap_p: float = 0.2, max_gap: int = 3):
     """Random well-formed channel commands [(payload, gap)] (spec/isa.py): weight rows,
     input tiles, MACs (accumulating or not) and reads on random banks/entries, so that real
-    dependencies between GBuf/OBuf entries and weight sets occur often."""
+    dependencies between GBuf/OBuf entries and weight sets occur often.  With
+    ``p.all_bank``, 30% of the MACs are all-bank MACs (``ab = 1``, ``bank = 0``)."""
     from spec.isa import Op, encode
     rng = np.random.default_rng(seed)
     m = p.macro
@@ -96,6 +97,8 @@ def random_channel_cmds(p, seed: int, n: int, gap_p: float = 0.2, max_gap: int =
             f = dict(bank=int(rng.integers(0, p.n_banks)), set=int(rng.integers(0, m.n_sets)),
                      g=int(rng.integers(0, p.n_gbuf)), o=int(rng.integers(0, m.n_acc)),
                      acc=int(rng.random() < 0.5))
+            if p.all_bank and rng.random() < 0.3:
+                f.update(bank=0, ab=1)
         else:
             f = dict(bank=int(rng.integers(0, p.n_banks)), o=int(rng.integers(0, m.n_acc)))
         gap = int(rng.integers(1, max_gap + 1)) if rng.random() < gap_p else 0
@@ -107,7 +110,11 @@ def random_host_cmds(p, seed: int, n: int, bad_p: float = 0.15, burst_p: float =
                      max_gap: int = 12):
     """Random host commands [(host_cmd, gap)] for a PimModule (docs/module.md), valid and
     malformed mixed: out-of-range fields, bad opcodes, unmapped / foreign / double-mapped pages,
-    loops (also with malformed bodies), barriers, and bursts that overflow the FIFO."""
+    loops (also with malformed bodies), barriers, and bursts that overflow the FIFO (or, with
+    ``p.host_ready``, hold the port's ready low).  With ``p.channel.all_bank``: MAC_ABs and
+    stripe MAPs (vp + b -> b * n_sets + s, so that some MAC_ABs pass, others fail on a page of
+    the stripe); with ``p.wide_inp > 1``: multi WR_INPs carrying one tile per masked channel.
+    The stream for default parameters is the same as before these options existed."""
     from spec.isa import HostOp, host_encode
     rng = np.random.default_rng(seed)
     ch, m = p.channel, p.channel.macro
@@ -125,16 +132,27 @@ def random_host_cmds(p, seed: int, n: int, bad_p: float = 0.15, burst_p: float =
             return int(rng.integers(0, 256))
         return int(rng.integers(1, 1 << p.n_ch))
 
+    ops = [HostOp.WR_INP, HostOp.WR_W, HostOp.MAC, HostOp.MAC, HostOp.RD_OUT]
+    if ch.all_bank:
+        ops += [HostOp.MAC_AB, HostOp.MAC_AB]
+
     def channel_cmd():
-        op = [HostOp.WR_INP, HostOp.WR_W, HostOp.MAC, HostOp.MAC, HostOp.RD_OUT][
-            int(rng.integers(0, 5))]
+        op = ops[int(rng.integers(0, len(ops)))]
         f = dict(chmask=chmask(), rid=r(p.n_req, 16), vp=r(min(8, p.n_vpages), 256))
-        if op == HostOp.WR_INP:
+        if op == HostOp.WR_INP and p.wide_inp > 1 and rng.random() < 0.5:
+            tiles = [pack_vec(_operands(rng, xlo, xhi, m.n_in), m.x_bits)
+                     for _ in range(p.wide_inp)]
+            f.update(g=r(ch.n_gbuf, 64), multi=1,
+                     data=sum(t << (k * ch.data_bits) for k, t in enumerate(tiles)))
+        elif op == HostOp.WR_INP:
             f.update(g=r(ch.n_gbuf, 64), data=pack_vec(_operands(rng, xlo, xhi, m.n_in), m.x_bits))
         elif op == HostOp.WR_W:
             f.update(row=r(m.n_in, 1024), data=pack_vec(_operands(rng, wlo, whi, m.n_out), m.w_bits))
-        elif op == HostOp.MAC:
+        elif op in (HostOp.MAC, HostOp.MAC_AB):
             f.update(g=r(ch.n_gbuf, 64), o=r(m.n_acc, 256), acc=int(rng.random() < 0.5))
+            if op == HostOp.MAC_AB and stripes and rng.random() < 0.7:
+                f.update(zip(("vp", "rid"), stripes[int(rng.integers(0, len(stripes)))],
+                             strict=True))
         else:
             f.update(o=r(m.n_acc, 256))
         return host_encode(p, op, **f)
@@ -142,10 +160,33 @@ def random_host_cmds(p, seed: int, n: int, bad_p: float = 0.15, burst_p: float =
     def gap():
         return 0 if rng.random() < burst_p else int(rng.integers(1, max_gap + 1))
 
+    def stripe_maps():
+        """UNMAP an earlier stripe (half the time), then MAP vp0 + b -> b * n_sets + s for
+        every bank b (a few pages wrong); vp0 above the single MAPs' range if there is room."""
+        out = []
+        if stripes and rng.random() < 0.5:
+            v0, rd = stripes.pop(int(rng.integers(0, len(stripes))))
+            out += [(host_encode(p, HostOp.UNMAP, vp=min(v0 + b, 255), rid=rd), gap())
+                    for b in range(ch.n_banks)]
+        lo = 8 if p.n_vpages - ch.n_banks >= 8 else 0
+        vp0 = lo + r(p.n_vpages - ch.n_banks + 1 - lo)
+        s_, rid = r(m.n_sets), r(p.n_req)
+        stripes.append((vp0, rid))
+        for b in range(ch.n_banks):
+            pp = b * m.n_sets + s_
+            if rng.random() < bad_p / 2:
+                pp = r(p.n_pages)
+            out.append((host_encode(p, HostOp.MAP, vp=min(vp0 + b, 255), pp=pp, rid=rid),
+                        gap()))
+        return out
+
+    stripes = []                # (vp, rid) of the stripes mapped so far
     cmds = []
     while len(cmds) < n:
         k = rng.random()
-        if k < 0.1:
+        if ch.all_bank and k < 0.05:
+            cmds += stripe_maps()
+        elif k < 0.1:
             cmds.append((host_encode(p, HostOp.MAP, vp=r(min(8, p.n_vpages), 256),
                                      pp=r(p.n_pages, 256), rid=r(p.n_req, 16)), gap()))
         elif k < 0.14:
@@ -164,7 +205,8 @@ def random_host_cmds(p, seed: int, n: int, bad_p: float = 0.15, burst_p: float =
         elif k < 0.24:
             cmds.append((host_encode(p, HostOp.BARRIER), gap()))
         elif k < 0.26:
-            cmds.append((host_encode(p, int(rng.integers(10, 16))), gap()))
+            cmds.append((host_encode(p, int(rng.integers(11 if ch.all_bank else 10, 16))),
+                         gap()))
         else:
             cmds.append((channel_cmd(), gap()))
     # NOPs at the end complete any loop body still being captured (else the module waits)

@@ -5,8 +5,10 @@ The DUT runs in ``tb/harness.cpp`` (no Python in the loop), driven by the rules 
 non-zero err) to a trace file.  The golden model produces the same :class:`model.trace.Trace`
 from the same stimulus; :func:`compare` reports the first difference.
 
-Builds are cached in ``sim_build/trace/<params.tag>[_<fault>][_waves]/`` keyed by a hash of the
-Verilog text, the harness source, the build flags and the waiver file.
+Builds are cached (``tb/cache.py``) in ``sim_build/trace/<params.tag>[_<fault>][_waves]/``,
+keyed by a hash of the Verilog text, the harness source, the build flags and the waiver file.
+A mismatch is a :class:`tb.mismatch.Mismatch` whose ``signal`` is the event kind (``wr``,
+``req``, ``res``, ``err``) or ``end`` (run length).
 
 Reset contract (see harness.cpp): ``rst`` is held high for ``RESET_CYCLES`` clock edges with
 all stream inputs 0, then released; cycle 0 is the first cycle after release, in which the DUT
@@ -14,28 +16,29 @@ is in its reset state, as the model is in its cycle 0.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from spec.params import MacroParams, req_fields, res_fields, unpack, unpack_vec, width, wr_fields
+from spec.params import MacroParams, req_fields, res_fields, width, wr_fields
 from model.stimulus import TAIL, Stimulus
-from tb import vlenv
+from model.trace import Trace
+from tb import cache, vlenv
+from tb.mismatch import Mismatch, note_waveform, payload_detail
 
-__all__ = ["RESET_CYCLES", "build", "write_stim", "read_trace", "run_trace", "run_model",
-           "compare", "Mismatch", "trace_check", "dump_ready", "describe"]
+__all__ = ["RESET_CYCLES", "build", "build_seconds", "write_stim", "read_trace", "run_trace",
+           "run_model", "compare", "Mismatch", "trace_check", "dump_ready"]
 
 TB_DIR = Path(__file__).resolve().parent
 HARNESS = TB_DIR / "harness.cpp"
 TOP = "dimc_macro"
+EXE = "obj/Vtop"
 RESET_CYCLES = 2  # must equal RESET_CYCLES in harness.cpp (checked in build())
 # Verilator -O3; the generated C++ at -O2 (-O3 costs build time for ~no speed on this design).
-# The C++ optimisation levels are set per file class through OPT_FAST/OPT_SLOW (see _build), not
+# The C++ optimisation levels are set per file class through OPT_FAST/OPT_SLOW (see build), not
 # in CXX_FLAGS: verilated.mk puts CXXFLAGS after OPT_*, so an -O there would also compile the
 # large run-once "Slow" files (constructor, initial settle) at -O2.
 VL_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
@@ -46,94 +49,74 @@ KIND_RANK = {"wr": 0, "req": 1, "res": 2, "err": 3}
 
 # --------------------------------------------------------------------------------------------
 # build
-def _verilog(params: MacroParams, fault: str | None) -> str:
-    from hdl.export import generate
-    return generate(params, fault=fault, name=TOP)
+@dataclass(frozen=True)
+class _Harness:
+    """What one harness build is made from (its repr enters the cache's quick key)."""
+    params: MacroParams
+    fault: str | None
+    waves: bool
+
+    @property
+    def name(self) -> str:
+        return (self.params.tag + (f"_{self.fault}" if self.fault else "")
+                + ("_waves" if self.waves else ""))
+
+    def verilog(self) -> str:
+        from hdl.export import generate
+        return generate(self.params, fault=self.fault, name=TOP)
 
 
-_MEMO: dict = {}
-
-
-def _sources_stamp() -> tuple:
-    """mtimes of everything the Verilog and the build depend on (for the in-process memo)."""
-    files = sorted((vlenv.REPO / "hdl").glob("*.py")) + [vlenv.REPO / "model" / "spec.py",
-                                                          HARNESS, vlenv.WAIVERS]
-    return tuple((str(f), f.stat().st_mtime_ns) for f in files if f.exists())
+def _build_dir(h: _Harness) -> Path:
+    return vlenv.SIM_BUILD / "trace" / h.name
 
 
 def build(params: MacroParams, fault: str | None = None, waves: bool = False,
           quiet: bool = True) -> Path:
     """Build (or reuse) the trace harness for ``params``; returns the path of the executable.
 
-    Within one process the result is memoised while no HDL source, spec, harness or waiver
-    file changed (generating the Verilog of the default macro takes seconds).
+    Cached by ``tb/cache.py``: key = the macro's exact Verilog text, ``tb/harness.cpp``, the
+    flags and the waiver file.
     """
-    mkey = (params, fault, waves, _sources_stamp())
-    exe = _MEMO.get(mkey)
-    if exe is not None and exe.exists():
-        return exe
-    exe = _build(params, fault, waves, quiet)
-    _MEMO[mkey] = exe
-    return exe
-
-
-def _build(params: MacroParams, fault: str | None, waves: bool, quiet: bool) -> Path:
-    env = vlenv.apply(dict(os.environ))
-    name = params.tag + (f"_{fault}" if fault else "") + ("_waves" if waves else "")
-    bdir = vlenv.SIM_BUILD / "trace" / name
-    src = _verilog(params, fault)
-    hsrc = HARNESS.read_text()
-    if f"RESET_CYCLES = {RESET_CYCLES};" not in hsrc:
+    if f"RESET_CYCLES = {RESET_CYCLES};" not in HARNESS.read_text():
         raise RuntimeError("tb/trace.py RESET_CYCLES differs from tb/harness.cpp")
-    waivers = vlenv.WAIVERS.read_text() if vlenv.WAIVERS.exists() else ""
+    h = _Harness(params, fault, waves)
     widths = (width(wr_fields(params)), width(req_fields(params)), width(res_fields(params)))
-    flags = list(VL_FLAGS)
+    flags = list(VL_FLAGS) + (["--trace"] if waves else [])
     cflags = list(CXX_FLAGS) + [f"-DWR_BITS={widths[0]}", f"-DREQ_BITS={widths[1]}",
-                                f"-DRES_BITS={widths[2]}"]
-    if waves:
-        flags += ["--trace"]
-        cflags += ["-DWAVES"]
-    key = hashlib.sha256("\0".join([src, hsrc, waivers, repr(flags), repr(cflags),
-                                    str(vlenv.ROOT)]).encode()).hexdigest()
-    exe = bdir / "obj" / "Vtop"
-    stamp = bdir / "cimphony.stamp"
-    if stamp.exists() and stamp.read_text() == key and exe.exists():
-        return exe
-    if bdir.exists():
-        shutil.rmtree(bdir)
-    bdir.mkdir(parents=True)
-    vfile = bdir / f"{TOP}.v"
-    vfile.write_text(src)
-    cmd = [vlenv.verilator(), "--cc", "--exe", "--build", "-Wall", *flags,
-           "--top-module", TOP, "--prefix", "Vtop", "-Mdir", str(bdir / "obj"), "-o", "Vtop",
-           "-j", str(os.cpu_count() or 2), "-CFLAGS", " ".join(cflags)]
-    if waivers:
-        cmd.append(str(vlenv.WAIVERS))
-    else:  # waiver file not committed yet: lint warnings must not fail the build
-        cmd.append("-Wno-fatal")
-    cmd += [str(vfile), str(HARNESS)]
-    # OPT_FAST/OPT_SLOW: the model's own optimisation levels inside verilated.mk
-    env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " OPT_FAST=-O2 OPT_SLOW=-O1 OPT_GLOBAL=-O2").strip()
-    t0 = time.time()
-    log = bdir / "build.log"
-    with open(log, "w") as lf:
-        lf.write(" ".join(cmd) + "\n")
-        lf.flush()
-        r = subprocess.run(cmd, cwd=bdir, env=env, stdout=lf, stderr=subprocess.STDOUT)
-    if r.returncode != 0 or not exe.exists():
-        raise RuntimeError(f"trace harness build failed ({params.tag}, fault={fault}); "
-                           f"log tail:\n{log.read_text()[-4000:]}")
-    if not quiet:
-        print(log.read_text())
-    (bdir / "build_s.txt").write_text(f"{time.time() - t0:.1f}\n")
-    stamp.write_text(key)
-    return exe
+                                f"-DRES_BITS={widths[2]}"] + (["-DWAVES"] if waves else [])
+    env = vlenv.apply(dict(os.environ))
+
+    def run_verilator(bdir: Path, src: str) -> None:
+        vfile = bdir / f"{TOP}.v"
+        vfile.write_text(src)
+        cmd = [vlenv.verilator(), "--cc", "--exe", "--build", "-Wall", *flags,
+               "--top-module", TOP, "--prefix", "Vtop", "-Mdir", str(bdir / "obj"), "-o", "Vtop",
+               "-j", str(os.cpu_count() or 2), "-CFLAGS", " ".join(cflags),
+               str(vlenv.WAIVERS), str(vfile), str(HARNESS)]
+        # OPT_FAST/OPT_SLOW: the model's own optimisation levels inside verilated.mk
+        env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "")
+                            + " OPT_FAST=-O2 OPT_SLOW=-O1 OPT_GLOBAL=-O2").strip()
+        log = bdir / "build.log"
+        with open(log, "w") as lf:
+            lf.write(" ".join(cmd) + "\n")
+            lf.flush()
+            r = subprocess.run(cmd, cwd=bdir, env=env, stdout=lf, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise RuntimeError(f"trace harness build failed ({params.tag}, fault={fault}); "
+                               f"log tail:\n{log.read_text()[-4000:]}")
+        if not quiet:
+            print(log.read_text())
+
+    bdir = cache.cached_build(_build_dir(h), target=h, verilog=h.verilog,
+                              extra=[repr(flags), repr(cflags), HARNESS, vlenv.WAIVERS],
+                              build=run_verilator, product=EXE)
+    return bdir / EXE
 
 
-def build_seconds(params: MacroParams, fault: str | None = None, waves: bool = False) -> float | None:
-    name = params.tag + (f"_{fault}" if fault else "") + ("_waves" if waves else "")
-    f = vlenv.SIM_BUILD / "trace" / name / "build_s.txt"
-    return float(f.read_text()) if f.exists() else None
+def build_seconds(params: MacroParams, fault: str | None = None,
+                  waves: bool = False) -> float | None:
+    """Wall time (s) of the last full harness build for these arguments, or None."""
+    return cache.build_seconds(_build_dir(_Harness(params, fault, waves)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,17 +157,8 @@ def read_trace(path: Path):
     return events, total, status
 
 
-def _make_trace(events, cycles, status="ok"):
-    from model.trace import Trace
-    return Trace(events=events, cycles=cycles, status=status)
-
-
-def _events(tr):
+def _events(tr: Trace) -> list[tuple]:
     return [tuple(e) for e in tr.events]
-
-
-def _cycles(tr):
-    return tr.cycles
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +174,7 @@ def _parse_stats(stderr: str) -> dict:
     for line in stderr.splitlines():
         if line.startswith("harness: cycles"):
             t = line.split()[1:]
-            d = dict(zip(t[0::2], t[1::2]))
+            d = dict(zip(t[0::2], t[1::2], strict=True))
             return {"dut_cycles": int(d["cycles"]), "dut_wall_s": float(d["wall_s"]),
                     "dut_load_s": float(d["load_s"]), "dut_status": d["status"]}
     return {}
@@ -219,6 +193,7 @@ class _HarnessRun:
         write_stim(stim, self.stim_path)
         self.stats["write_stim_s"] = time.perf_counter() - t0
         cmd = [str(self.exe), str(self.stim_path), str(self.out_path)]
+        self.vcd = None
         if waves:
             self.vcd = Path(vcd) if vcd else self.out_path.with_suffix(".vcd")
             cmd += ["--vcd", str(self.vcd)]
@@ -239,7 +214,9 @@ class _HarnessRun:
         self.stats["parse_s"] = time.perf_counter() - t0
         if status != "ok":
             self.stats["dut_status"] = status
-        tr = _make_trace(events, total, status)
+        tr = Trace(events=events, cycles=total, status=status)
+        if self.vcd is not None:
+            note_waveform(self.vcd)
         if not os.environ.get("CIMPHONY_KEEP_JOBS"):
             self.stim_path.unlink(missing_ok=True)
             self.out_path.unlink(missing_ok=True)
@@ -270,37 +247,6 @@ def run_model(params: MacroParams, stim: Stimulus, late: int = 0):
 
 # --------------------------------------------------------------------------------------------
 # compare
-@dataclass
-class Mismatch:
-    cycle: int
-    kind: str
-    expected: object   # model's value (None: no such event expected)
-    actual: object     # DUT's value (None: event missing in the DUT)
-    seed: int | None = None
-    detail: str = ""
-
-    def __str__(self):
-        def fmt(v):
-            return "<none>" if v is None else (hex(v) if self.kind == "res" else str(v))
-        s = (f"first mismatch at cycle {self.cycle}: {self.kind} expected {fmt(self.expected)} "
-             f"actual {fmt(self.actual)} (stimulus seed {self.seed})")
-        return s + (f"\n  {self.detail}" if self.detail else "")
-
-
-def _res_detail(params: MacroParams | None, exp: int, act: int) -> str:
-    if params is None:
-        return ""
-    f = res_fields(params)
-    e, a = unpack(f, exp), unpack(f, act)
-    ye = unpack_vec(e["y"], params.n_out, params.acc_width)
-    ya = unpack_vec(a["y"], params.n_out, params.acc_width)
-    cols = [c for c in range(params.n_out) if ye[c] != ya[c]]
-    s = f"dst expected {e['dst']} actual {a['dst']}; {len(cols)} columns differ"
-    if cols:
-        s += ": " + ", ".join(f"y[{c}] {ye[c]} vs {ya[c]}" for c in cols[:6])
-    return s
-
-
 def compare(dut, ref, seed: int | None = None, params: MacroParams | None = None,
             quiet: bool = False) -> Mismatch | None:
     """First difference between the DUT trace and the reference (model) trace, or None.
@@ -321,8 +267,8 @@ def compare(dut, ref, seed: int | None = None, params: MacroParams | None = None
         e = re_[i] if i < len(re_) else None
         if a is not None and e is not None and a[:2] == e[:2]:
             m = Mismatch(e[0], e[1], e[2], a[2], seed)
-            if e[1] == "res":
-                m.detail = _res_detail(params, e[2], a[2])
+            if e[1] == "res" and params is not None:
+                m.detail = payload_detail(res_fields(params), params, e[2], a[2])
         elif a is None or (e is not None and key(e) < key(a)):
             # expected event missing in the DUT (at that cycle the DUT had nothing of that kind)
             m = Mismatch(e[0], e[1], e[2], None, seed)
@@ -332,16 +278,12 @@ def compare(dut, ref, seed: int | None = None, params: MacroParams | None = None
             m = Mismatch(a[0], a[1], None, a[2], seed)
             if e is not None:
                 m.detail = f"model's next event: cycle {e[0]} {e[1]} {e[2]:#x}"
-    elif _cycles(dut) != _cycles(ref):
-        m = Mismatch(min(_cycles(dut), _cycles(ref)), "end", _cycles(ref), _cycles(dut), seed,
-                     "same events, different run length (total cycles)")
+    elif dut.cycles != ref.cycles:
+        m = Mismatch(min(dut.cycles, ref.cycles), "end", ref.cycles, dut.cycles, seed,
+                     detail="same events, different run length (total cycles)")
     if m is not None and not quiet:
         print(m, file=sys.stderr)
     return m
-
-
-def describe(m: Mismatch | None) -> str:
-    return "no mismatch" if m is None else str(m)
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,15 +305,17 @@ def trace_check(params: MacroParams, stim: Stimulus, fault: str | None = None, l
     dut = run.finish()
     stats = dict(run.stats)
     stats["model_wall_s"] = model_s
-    stats["model_cycles"] = _cycles(ref)
+    stats["model_cycles"] = ref.cycles
     t0 = time.perf_counter()
     m = compare(dut, ref, seed=stim.seed, params=params, quiet=quiet)
     stats["compare_wall_s"] = time.perf_counter() - t0
     stats["total_wall_s"] = time.perf_counter() - t_all
-    stats["cycles_per_s"] = (stats.get("dut_cycles") or _cycles(dut)) / stats["total_wall_s"]
+    stats["cycles_per_s"] = (stats.get("dut_cycles") or dut.cycles) / stats["total_wall_s"]
     stats["events"] = len(dut.events)
     if waves:
         stats["vcd"] = str(run.vcd)
+        if m is not None:
+            m.waves = stats["vcd"]
     return m, stats
 
 

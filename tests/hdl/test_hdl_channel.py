@@ -12,7 +12,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from hdl.channel import PimChannel
-from hdl.export import generate_channel, lint
+from cimphony.compat import silence_unused
+from hdl.export import lint, verilog
 from spec.isa import ChannelParams, Op, cmd_fields, encode, out_fields
 from spec.params import MacroParams, pack_vec, unpack, unpack_vec, width
 
@@ -50,13 +51,13 @@ class Prog:
         self.W[b, s] = self.rng.integers(lo, hi + 1, size=(self.m.n_in, self.m.n_out))
         for r in range(self.m.n_in):
             self._add(Op.WR_W, bank=b, set=s, row=r,
-                      data=pack_vec(self.W[b, s, r], self.m.w_bits))
+                      data=pack_vec([int(v) for v in self.W[b, s, r]], self.m.w_bits))
 
     def inp(self, g, x=None):
         lo, hi = self.m.x_range
         x = self.rng.integers(lo, hi + 1, size=self.m.n_in) if x is None else np.asarray(x)
         self.g[g] = x
-        self._add(Op.WR_INP, g=g, data=pack_vec(x, self.m.x_bits))
+        self._add(Op.WR_INP, g=g, data=pack_vec([int(v) for v in x], self.m.x_bits))
 
     def mac(self, b, s, g, o, acc=0):
         y = self.g[g].astype(object) @ self.W[b, s].astype(object)
@@ -154,12 +155,11 @@ def in_flight(tr, t, p):
 # ------------------------------------------------------------------ tests
 def test_ports_default_params():
     p = ChannelParams()
-    dut = PimChannel(p)
-    dut._MustUse__silence = True
+    dut = silence_unused(PimChannel(p))
     assert len(dut.cmd.payload.as_value()) == width(cmd_fields(p))
     assert len(dut.out.payload.as_value()) == width(out_fields(p))
     assert (len(dut.idle), len(dut.busy), len(dut.err)) == (1, p.n_banks, 2)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="params must be ChannelParams"):
         PimChannel(MAC_P)
 
 
@@ -315,7 +315,7 @@ def test_out_backpressure_and_queue_full():
                                     tree_stages=2), n_banks=3, n_gbuf=3, q_depth=5, dcs=False),
 ], ids=lambda p: p.tag)
 def test_verilog_ports_and_lint(p, tmp_path):
-    text = generate_channel(p)
+    text = verilog(PimChannel(p))
     for port, w in (("cmd__payload", width(cmd_fields(p))), ("out__payload", width(out_fields(p))),
                     ("busy", p.n_banks), ("err", 2)):
         assert re.search(rf"\b(input|output)\s+(reg\s+)?\[{w - 1}:0\]\s+{port}\b", text), port

@@ -59,8 +59,8 @@ class Bench:
 
     async def step(self, cmd=None, out_ready=1):
         ctx, dut = self.ctx, self.dut
-        ctx.set(dut.host_valid, cmd is not None)
-        ctx.set(dut.host_cmd, cmd if cmd is not None else 0)
+        ctx.set(dut.host.valid, cmd is not None)
+        ctx.set(dut.host.payload.as_value(), cmd if cmd is not None else 0)
         ctx.set(dut.out.ready, out_ready)
         if ctx.get(dut.out.valid) and out_ready:
             f = unpack(mod_out_fields(P), ctx.get(dut.out.payload.as_value()))
@@ -386,14 +386,14 @@ def test_err_count_saturates():
 
 
 def test_ports_and_lint(tmp_path):
-    from hdl.export import generate_module, lint
+    from cimphony.compat import silence_unused
+    from hdl.export import lint, verilog
     from spec.isa import host_fields
-    dut = PimModule(P)
-    dut._MustUse__silence = True
-    assert len(dut.host_cmd) == sum(f.width for f in host_fields(P).values())
+    dut = silence_unused(PimModule(P))
+    assert len(dut.host.payload.as_value()) == sum(f.width for f in host_fields(P).values())
     assert len(dut.busy) == P.n_ch * P.channel.n_banks
     assert (len(dut.err), len(dut.ovf), len(dut.err_count), len(dut.idle)) == (3, 1, 16, 1)
     v = tmp_path / "pim_module.v"
-    v.write_text(generate_module(P))
+    v.write_text(verilog(PimModule(P)))
     r = lint(v)
     assert r.returncode == 0, r.stdout + r.stderr

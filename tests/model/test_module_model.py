@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from compiler.pages import AllocError, PageAllocator
-from spec.isa import (ChannelParams, HostOp, ModErr, ModuleParams, host_encode, host_fields,
-                       mod_out_fields)
-from model.module import CAPTURE, NONE, REPLAY, ModuleModel, module_state_diff
+from spec.isa import (ChannelParams, HostOp, LoopMode, ModErr, ModuleParams, host_encode,
+                      host_fields, mod_out_fields)
+from model.interface import state_diff
+from model.module import ModuleModel
 from spec.params import MacroParams, pack_vec, unpack, unpack_vec
 
 MP = MacroParams(n_in=8, n_out=4, w_bits=4, x_bits=4, n_acc=2, tree_stages=0)
@@ -183,7 +184,7 @@ def test_error_changes_nothing_else(seed, name, word, code):
     s1 = sim.m.state()
     assert sim.errs[n0:] == [(t + 2, int(code))]        # pushed t, consumed t+1, err at t+2
     assert s1["err_count"] == s0["err_count"] + 1
-    assert module_state_diff(s0, s1, ignore=IGN) == []
+    assert state_diff(s0, s1, ignore=IGN) == []
 
 
 def test_error_in_replay_equals_nop():
@@ -202,7 +203,7 @@ def test_error_in_replay_equals_nop():
     for i in range(200):
         a.step(prog_a[i] if i < len(prog_a) else None)
         b.step(prog_b[i] if i < len(prog_b) else None)
-        d = module_state_diff(a.m.state(), b.m.state(), ignore=IGN + ("lbuf", "fifo"))
+        d = state_diff(a.m.state(), b.m.state(), ignore=IGN + ("lbuf", "fifo"))
         assert d == [], (i, d)
     assert [c for _, c in a.errs] == [ModErr.BAD_FIELD, ModErr.BAD_FIELD, ModErr.BAD_FIELD]
     assert [c for _, c in b.errs] == [ModErr.BAD_FIELD]          # RD_OUT o=1+1 on iteration 1
@@ -254,7 +255,7 @@ def test_loop_trip_strides(seed):
     assert sim.outs == [(0, 1, 0, tuple(wrap(x @ W[3])))]
     assert sim.errs == []
     st = sim.m.state()["loop"]
-    assert st["mode"] == NONE
+    assert st["mode"] == LoopMode.NONE
     # per: tok 4, per 2 -> trip 1; tok 5, per 2 -> trip 2 (vp 0, 1)
     sim.outs.clear()
     sim.push(H(HostOp.SET_TOK, rid=0, count=5),
@@ -272,16 +273,17 @@ def test_loop_modes_and_vp_overflow():
              H(HostOp.SET_TOK, rid=0, count=3))
     sim.settle()
     sim.step(H(HostOp.LOOP, rid=0, n=1, vps=1))
-    assert sim.m.state()["loop"]["mode"] == NONE              # in FIFO
+    assert sim.m.state()["loop"]["mode"] == LoopMode.NONE              # in FIFO
     sim.step()
-    assert sim.m.state()["loop"]["mode"] == CAPTURE and sim.m.state()["loop"]["trip"] == 3
+    st = sim.m.state()["loop"]
+    assert st["mode"] == LoopMode.CAPTURE and st["trip"] == 3
     assert sim.last.idle == 0
     for _ in range(3):                                        # capture waits for the FIFO
         sim.step()
-    assert sim.m.state()["loop"]["mode"] == CAPTURE and sim.last.idle == 0
+    assert sim.m.state()["loop"]["mode"] == LoopMode.CAPTURE and sim.last.idle == 0
     sim.step(H(HostOp.RD_OUT, chmask=3, rid=0, vp=6, o=0))
     sim.step()
-    assert sim.m.state()["loop"]["mode"] == REPLAY
+    assert sim.m.state()["loop"]["mode"] == LoopMode.REPLAY
     sim.settle()
     # vp 6, 7 fine; vp 8 >= V on the third iteration -> BAD_FIELD
     assert [c for _, c in sim.errs] == [ModErr.BAD_FIELD]
@@ -342,7 +344,7 @@ def test_fifo_overflow():
     kept = 6 - len(sim.ovfs)
     assert sim.m.state()["tok"][1] == kept
     s1 = sim.m.state()
-    d = module_state_diff(s0, s1, ignore=IGN + ("ovf", "tok", "channels"))
+    d = state_diff(s0, s1, ignore=IGN + ("ovf", "tok", "channels"))
     assert d == []
 
 
@@ -406,10 +408,10 @@ def test_reset_mid_stream(seed):
             H(HostOp.RD_OUT, chmask=3, rid=0, vp=0, o=1)] + [H(HostOp.NOP)] * 4
     sim.push(*prog)
     st = sim.m.state()
-    assert st["fifo"] or st["loop"]["mode"] != NONE or not sim.last.idle
+    assert st["fifo"] or st["loop"]["mode"] != LoopMode.NONE or not sim.last.idle
     sim.m.reset()
     fresh = ModuleModel(P).state()
-    assert module_state_diff(sim.m.state(), fresh, ignore=("W", "gbuf")) == []
+    assert state_diff(sim.m.state(), fresh, ignore=("W", "gbuf")) == []
     # weights / GBuf survive rst: a MAC on the old data still works after re-mapping
     sim.outs.clear()
     sim.push(H(HostOp.MAP, vp=0, pp=0, rid=0), H(HostOp.MAC, chmask=1, rid=0, vp=0, g=0, o=0),
@@ -664,7 +666,7 @@ def test_random_stream_vs_checker(seed, ready_p):
     words += [H(HostOp.NOP)] * P.loop_len
     gaps += [40] * P.loop_len
     m = ModuleModel(P)
-    r = m.run(list(zip(words, gaps)), out_ready_p=ready_p, seed=seed)
+    r = m.run(list(zip(words, gaps, strict=True)), out_ready_p=ready_p, seed=seed)
     assert r.status == "ok"
     assert r.chan_errs == []
     kept = [w for i, w in enumerate(words) if i not in set(r.dropped)]

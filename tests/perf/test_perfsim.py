@@ -17,7 +17,9 @@ import pytest
 from compiler import attention as A
 from spec.isa import ChannelParams, HostOp as H, ModuleParams
 from model.module import ModuleModel
-from perf.program import HCmd, Rep, expand, from_host_words, n_leaves, to_host_words
+from dataclasses import replace
+
+from perf.program import MAC_AB, WAIT, HCmd, Rep, expand, from_host_words, n_leaves, to_host_words
 from perf.sim import GDDR6_AIM, SimParams, simulate
 from spec.params import MacroParams
 
@@ -139,6 +141,13 @@ def test_bad_inputs_are_rejected():
         Rep(((HCmd(H.NOP),),), -1)
     with pytest.raises(ValueError, match="no RTL"):
         SimParams(backend="dram").to_module()
+    with pytest.raises(ValueError, match="all_bank"):
+        simulate(SimParams(), [HCmd(MAC_AB, 1, bank=0, set=0)])
+    with pytest.raises(ValueError, match="all_bank"):
+        SimParams(all_bank=1)
+    mapped = [HCmd(H.MAP, vp=b, pp=b * 2) for b in range(4)]
+    with pytest.raises(ValueError, match="NOT_STRIPE"):      # vp 1 maps bank 0, not a stripe
+        simulate(SimParams(n_banks=4, all_bank=True), mapped + [HCmd(MAC_AB, 1, vp=1)])
 
 
 # ---- DRAM back-end: each rule against a formula from the GDDR6-AiM constants ------------------
@@ -182,17 +191,78 @@ def test_dram_row_hit_streams_and_row_miss_pays_precharge():
     assert miss.t_end == act2 + T.RCDRDMAC + NCOL * T.CCDL + 1
 
 
-def test_dram_faw_limits_activations():
-    """Five MACs on five banks: ACTs tRRD apart, the fifth no earlier than the first + tFAW."""
+def test_dram_faw_and_column_bus():
+    """Five MACs on five banks: ACTs tRRD apart, the fifth no earlier than the first + tFAW;
+    their column streams share the channel's column bus, one after the other."""
     res = _dram([_mac(b, 1, o=b % 4) for b in range(5)])
     wr = (DR.n_in * DR.x_bits // 8) // T.burst_bytes * T.CCDS
     a0 = 2 + wr + 1                   # first MAC issues when the GBuf entry is done
     acts = [a0 + i * T.RRDS for i in range(4)]
     acts.append(max(acts[-1] + T.RRDS, a0 + T.FAW))
-    # bank 4's MAC is issued when bank 3 has accepted (the compute queue is in order), its
-    # column stream ends last
+    end = -1
+    for a in acts:                    # column bus: a stream starts after the previous one
+        first = max(a + T.RCDRDMAC, end)
+        last = first + (NCOL - 1) * T.CCDL
+        end = last + T.CCDS
     assert res.stats["act"] == 5
-    assert res.t_end == acts[4] + T.RCDRDMAC + NCOL * T.CCDL + 1
+    assert res.t_end == last + T.CCDL + 1
+    assert res.t_end >= a0 + 5 * NCOL * T.CCDL          # bus-bound: 5 streams in series
+
+
+def _ab(row, o=0, g=0):
+    return HCmd(MAC_AB, 1, bank=0, set=row, g=g, o=o)
+
+
+DRA = DR.with_(all_bank=True)
+
+
+def test_dram_all_bank_mac_is_one_act16_and_one_column_stream():
+    """MAC_AB on closed banks: one ACT16, ncol MAC16 columns tCCDL apart on all 8 banks: the
+    time of one single-bank MAC for 8 banks' work; 8 single-bank MACs take 8 streams."""
+    wr = (DR.n_in * DR.x_bits // 8) // T.burst_bytes * T.CCDS
+    res = simulate(DRA, [HCmd(H.WR_INP, 1, g=0), _ab(5)])
+    issue = 2 + wr
+    assert res.t_end == issue + 1 + T.RCDRDMAC + NCOL * T.CCDL + 1
+    assert res.stats["act"] == DR.n_banks and res.stats["act16"] == 1
+    assert res.stats["mac_ab"] == 1 and res.stats["mac"] == DR.n_banks
+    assert res.stats["busy"] == DR.n_banks * NCOL * T.CCDL
+    single = _dram([_mac(b, 5, o=0) for b in range(DR.n_banks)])
+    assert single.stats["busy"] == res.stats["busy"]
+    assert single.t_end - res.t_end >= (DR.n_banks - 1) * NCOL * T.CCDL
+
+
+def test_dram_all_bank_row_hit_miss_and_trc():
+    one = simulate(DRA, [HCmd(H.WR_INP, 1, g=0), _ab(5)])
+    hit = simulate(DRA, [HCmd(H.WR_INP, 1, g=0), _ab(5), _ab(5, o=1)])
+    assert hit.t_end - one.t_end == NCOL * T.CCDL and hit.stats["act16"] == 1
+    miss = simulate(DRA, [HCmd(H.WR_INP, 1, g=0), _ab(5), _ab(6, o=1)])
+    last_col = one.t_end - 1 - T.CCDL
+    act1 = last_col - (NCOL - 1) * T.CCDL - T.RCDRDMAC
+    act2 = max(last_col + T.RTP, act1 + T.RAS) + T.RP     # PRE of every bank, then ACT16
+    assert act2 >= act1 + T.RC                            # (tRC does not bind: AiM values)
+    assert miss.t_end == act2 + T.RCDRDMAC + NCOL * T.CCDL + 1
+    assert miss.stats["act16"] == 2 and miss.stats["act"] == 2 * DR.n_banks
+    # a tRC longer than PRE + tRP binds the next ACT16
+    slow = DRA.with_(dram=replace(T, RC=400))
+    res = simulate(slow, [HCmd(H.WR_INP, 1, g=0), _ab(5), _ab(6, o=1)])
+    assert res.t_end == act1 + 400 + T.RCDRDMAC + NCOL * T.CCDL + 1
+
+
+def test_dram_result_read_uses_register_latency_and_column_gaps():
+    """RD_OUT reads the MAC registers (tCLREG, not tCL) in a gap of the column bus: while the
+    next row is being activated it slips in; behind a row hit it waits for the stream."""
+    base = [HCmd(H.WR_INP, 1, g=0), _ab(5), HCmd(H.RD_OUT, 1, bank=0, set=5, o=0)]
+    late = DRA.with_(dram=replace(T, CLREG=50))
+    war = base + [_ab(5, o=0)]                 # overwrites the entry the RD_OUT reads
+    assert simulate(late, war).t_end - simulate(DRA, war).t_end == 50
+    mac2 = simulate(DRA, [HCmd(H.WR_INP, 1, g=0), _ab(5), _ab(6, o=1)])
+    gap = simulate(DRA, [HCmd(H.WR_INP, 1, g=0), _ab(5), _ab(6, o=1),
+                         HCmd(H.RD_OUT, 1, bank=0, set=5, o=0)])
+    assert gap.t_end == mac2.t_end and gap.stats["beats"] == 1
+    hit2 = simulate(DRA, [HCmd(H.WR_INP, 1, g=0), _ab(5), _ab(5, o=1)])
+    nogap = simulate(DRA, [HCmd(H.WR_INP, 1, g=0), _ab(5), _ab(5, o=1),
+                           HCmd(H.RD_OUT, 1, bank=0, set=5, o=0)])
+    assert nogap.t_end > hit2.t_end
 
 
 def test_dram_in_order_is_slower_than_dcs():
@@ -200,11 +270,24 @@ def test_dram_in_order_is_slower_than_dcs():
         [HCmd(H.RD_OUT, 1, bank=b, o=o) for b in range(8) for o in range(4)]
     fast = simulate(DR, prog)
     slow = simulate(DR.with_(dcs=False), prog)
-    assert slow.t_end > 2 * fast.t_end
+    assert slow.t_end > 1.5 * fast.t_end
+    assert fast.t_end >= 32 * NCOL * T.CCDL                 # the column bus bounds both
     assert fast.stats["busy"] == slow.stats["busy"] == 32 * NCOL * T.CCDL
 
 
-# ---- compiled LLM decode steps (compiler/llm.py) ----------------------------------------------
+def test_dram_wait_blocks_the_host_until_results_are_back():
+    """A host WAIT after a RD_OUT: nothing is pushed until its beat has left the module, so
+    the next MAC_AB (a row hit) cannot stream on behind the first one."""
+    prog = [HCmd(H.WR_INP, 1, g=0), _ab(5), HCmd(H.RD_OUT, 1, bank=0, set=5, o=0)]
+    tail = [_ab(5, o=1)]
+    free = simulate(DRA, prog + tail)
+    wait = simulate(DRA, prog + [HCmd(WAIT)] + tail)
+    assert wait.stats["waits"] == 1 and free.stats["waits"] == 0
+    assert wait.t_end > free.t_end
+    assert simulate(DRA, [HCmd(WAIT)]).t_end == 0            # nothing to wait for
+
+
+# ---- compiled LLM decode steps (compiler/llm) -------------------------------------------------
 
 COMPILED = [("TCP", "dpa", [1000], None, True), ("TCP", "dpa", [1000], None, False),
             ("HFP", "static", [200, 90], 256, True), ("HFP", "static", [200, 90], 256, False),

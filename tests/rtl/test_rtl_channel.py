@@ -46,3 +46,14 @@ def test_qk_stream_dcs_beats_inorder_in_rtl(seed):
         got[dcs] = (res["cycles"], sum(res["busy_cycles"]) / (res["cycles"] * p.n_banks))
     assert got[True][0] < got[False][0], got
     assert got[True][1] > got[False][1], got
+
+
+def test_timeout_is_reported(seed):
+    """A run cut at ``max_cycles`` is a mismatch of signal ``timeout`` at that cycle."""
+    p = _p(True)
+    cmds = random_channel_cmds(p, seed, 200)
+    res = run_channel_lockstep(p, cmds, seed=seed, max_cycles=50, label="timeout")
+    assert not res["ok"] and res["cycles"] == 51, res["mismatch"]
+    m = res["mismatch"]
+    assert (m["signal"], m["cycle"]) == ("timeout", 50), m
+    assert "cmd " in m["in_flight"] and "/200 sent" in m["in_flight"], m

@@ -11,7 +11,7 @@ from perf.program import from_host_words
 from perf.sim import SimParams, simulate
 from spec.params import MacroParams
 from workloads.gemm import cosine
-from tb.build import describe_mismatch, run_module_lockstep
+from tb.build import Target, describe_mismatch, run_module_lockstep
 from tb.stimgen import random_host_cmds
 
 TINY = ModuleParams(ChannelParams(MacroParams(n_in=8, n_out=4, w_bits=4, x_bits=4, n_acc=2,
@@ -23,6 +23,12 @@ SMALL = ModuleParams(ChannelParams(MacroParams(n_in=16, n_out=16, w_bits=8, x_bi
                      n_ch=2, n_vpages=32, n_req=4, fifo_depth=8, loop_len=8)
 
 
+def _group(p: ModuleParams):
+    """The xdist group of the tests sharing the Verilator build of this module."""
+    return pytest.mark.xdist_group(Target("module", p).name)
+
+
+@_group(TINY)
 @pytest.mark.parametrize("k", [0, 1])
 def test_random_valid_and_malformed_streams(k, seed):
     """5000 host commands per run (valid and malformed mixed, FIFO bursts, loops), RTL and
@@ -37,6 +43,7 @@ def test_random_valid_and_malformed_streams(k, seed):
     assert res["outputs"] == list(ref.outs)
 
 
+@_group(TINY)
 def test_reset_mid_stream_recovers(seed):
     cmds = random_host_cmds(TINY, seed, 3000)
     res = run_module_lockstep(TINY, cmds, seed=seed, reset_at=4000, label="reset")
@@ -48,6 +55,7 @@ def _minilm_two_heads():
     return [A.Request(req.K[:2], req.V[:2], req.q[:2], name="minilm 2 heads")]
 
 
+@_group(SMALL)
 @pytest.mark.parametrize("part,alloc,loop", [("HFP", "static", False), ("HFP", "dpa", True),
                                              ("TCP", "static", False), ("TCP", "dpa", True)])
 def test_minilm_decode_attention_through_rtl(part, alloc, loop):
@@ -62,6 +70,6 @@ def test_minilm_decode_attention_through_rtl(part, alloc, loop):
     assert (perf.cycles, perf.stats["busy"]) == (res["cycles"], sum(res["busy_cycles"]))
     assert not res["errors"], res["errors"][:5]
     dec = prog.decode(res["outputs"])
-    for o, e, ref in zip(dec.o, prog.expected_o, prog.reference):
+    for o, e, ref in zip(dec.o, prog.expected_o, prog.reference, strict=True):
         np.testing.assert_allclose(o, e, rtol=0, atol=1e-12)
         assert cosine(o, ref) >= 0.99

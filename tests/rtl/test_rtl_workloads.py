@@ -19,7 +19,7 @@ P = MacroParams()   # the demo's default macro: 64 x 64, 8-bit weights and input
 def _run_gemm(g, label):
     res = run_lockstep(P, g.plan.stimulus, label=label)
     assert res["ok"], describe_mismatch(res)
-    y = g.plan.decode(res["results"])
+    y = g.plan.decode(res["outputs"])
     diff = np.argwhere(y != g.plan.expected)
     assert len(diff) == 0, (f"{label}: RTL result differs from numpy at {diff[:5].tolist()} "
                             f"(seed {res['seed']})")

@@ -141,8 +141,8 @@ def _rand_gemm(rng, T, N, K, p):
 # ---------------------------------------------------------------------------------------------
 # quantisation
 # ---------------------------------------------------------------------------------------------
-def test_quant_error_bounds_and_range():
-    rng = np.random.default_rng(1)
+def test_quant_error_bounds_and_range(seed):
+    rng = np.random.default_rng(seed)
     a = rng.normal(0, 1, (7, 50)) * np.exp(rng.normal(0, 1, (7, 1)))
     a[3] = 0.0
     for qt in (quantise_per_token(a), quantise_per_channel(a), quantise_per_token(a, 4)):
@@ -216,12 +216,12 @@ def test_minilm_qkv_quantised_cosine(minilm):
         assert c >= 0.999, (n, c)
 
 
-def test_minilm_q_functional_default_params(minilm):
+def test_minilm_q_functional_default_params(minilm, seed):
     g = minilm.gemms["q"]
     s = g.plan.summary()
     assert (s["wr_beats"], s["req_beats"]) == (6 * 6 * 64, 6 * 6 * 14)
     static_hazard_check(g.plan)
-    res = run_functional(g.plan, np.random.default_rng(0), policy="random")
+    res = run_functional(g.plan, np.random.default_rng(seed), policy="random")
     y = g.plan.decode(res)
     assert np.array_equal(y, g.plan.expected)
     assert g.cosine(y) >= 0.999
@@ -230,15 +230,15 @@ def test_minilm_q_functional_default_params(minilm):
 # ---------------------------------------------------------------------------------------------
 # Llama-3.1-8B-shaped attention scores (synthetic)
 # ---------------------------------------------------------------------------------------------
-def test_llama_scores():
-    w = wl.llama_attn_scores(DEFAULT)
+def test_llama_scores(seed):
+    w = wl.llama_attn_scores(DEFAULT, seed=seed)
     g = w.gemms["scores"]
     assert w.info["synthetic"] is True
     assert (g.plan.T, g.plan.N, g.plan.K) == (4, 256, 128)
     assert g.cosine() >= 0.999
     static_hazard_check(g.plan)
     for pol in ("random", "wr_first", "req_first"):
-        res = run_functional(g.plan, np.random.default_rng(3), policy=pol)
+        res = run_functional(g.plan, np.random.default_rng(seed), policy=pol)
         assert np.array_equal(g.plan.decode(res), g.plan.expected)
 
 
@@ -257,20 +257,20 @@ CASES = [
 
 
 @pytest.mark.parametrize("p,T,N,K,compact", CASES)
-def test_tiling_functional_any_timing(p, T, N, K, compact):
-    rng = np.random.default_rng(T * 1000 + N * 10 + K)
+def test_tiling_functional_any_timing(p, T, N, K, compact, seed):
+    rng = np.random.default_rng([seed, T, N, K])
     xq, wq = _rand_gemm(rng, T, N, K, p)
     plan = plan_gemm(xq, wq, p, compact=compact, seed=5, wr_gap=3, req_gap=2, ready_p=0.5)
     assert np.array_equal(plan.expected, xq @ wq.T)
     assert plan.stimulus.ready_p == 0.5
     static_hazard_check(plan)
     for i, pol in enumerate(("random", "random", "random", "wr_first", "req_first")):
-        res = run_functional(plan, np.random.default_rng(i), policy=pol)
+        res = run_functional(plan, np.random.default_rng([seed, i]), policy=pol)
         assert np.array_equal(plan.decode(res), plan.expected), pol
 
 
-def test_compact_elides_writes():
-    rng = np.random.default_rng(7)
+def test_compact_elides_writes(seed):
+    rng = np.random.default_rng(seed)
     xq, wq = _rand_gemm(rng, 10, 16, 37, SMALL)    # 3 passes over the same 3 k-tiles
     full = plan_gemm(xq, wq, SMALL)
     comp = plan_gemm(xq, wq, SMALL, compact=True)
@@ -278,7 +278,7 @@ def test_compact_elides_writes():
     assert comp.n_wr < full.n_wr
     assert comp.n_req == full.n_req
     static_hazard_check(comp)
-    res = run_functional(comp, np.random.default_rng(0))
+    res = run_functional(comp, np.random.default_rng(seed))
     assert np.array_equal(comp.decode(res), comp.expected)
 
 
@@ -291,9 +291,9 @@ def _misbehaves(plan, policy, seed) -> bool:
     return not np.array_equal(plan.decode(res), plan.expected)
 
 
-def test_hazard_checks_have_teeth():
+def test_hazard_checks_have_teeth(seed):
     """Dropping either kind of ``after`` dependency must be caught."""
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(seed)
     xq, wq = _rand_gemm(rng, 4, 32, 48, SMALL)
     good = plan_gemm(xq, wq, SMALL)
     assert not any(_misbehaves(good, pol, s) for pol in ("random", "wr_first") for s in range(5))
@@ -326,16 +326,16 @@ def test_plan_validation():
         plan.decode([])
 
 
-def test_workload_stimulus_options():
-    a = wl.llama_attn_scores(SMALL, n_keys=32, head_dim=24, group=3, seed=1)
-    b = wl.llama_attn_scores(SMALL, n_keys=32, head_dim=24, group=3, seed=1, stim_seed=9,
+def test_workload_stimulus_options(seed):
+    a = wl.llama_attn_scores(SMALL, n_keys=32, head_dim=24, group=3, seed=seed)
+    b = wl.llama_attn_scores(SMALL, n_keys=32, head_dim=24, group=3, seed=seed, stim_seed=9,
                              wr_gap=2, req_gap=1, ready_p=0.3)
     ga, gb = a.gemms["scores"], b.gemms["scores"]
     assert np.array_equal(ga.plan.expected, gb.plan.expected)     # same data
     assert gb.plan.stimulus.seed == 9 and gb.plan.stimulus.ready_p == 0.3
     assert any(x.gap for x in gb.plan.stimulus.wr) and not any(x.gap for x in ga.plan.stimulus.wr)
     assert ga.plan.tokens_per_pass == 3 and ga.plan.k_tiles == 2 and ga.plan.n_tiles == 2
-    res = run_functional(gb.plan, np.random.default_rng(0))
+    res = run_functional(gb.plan, np.random.default_rng(seed))
     assert np.array_equal(gb.plan.decode(res), gb.plan.expected)
     with pytest.raises(TypeError):
         wl.llama_attn_scores(SMALL, bogus=1)

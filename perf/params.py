@@ -1,0 +1,166 @@
+"""Parameters of the performance model (perf/sim.py): one PIM module as the timing model sees
+it (:class:`SimParams`) and the DRAM-PIM bank timing of its DRAM back-end (:class:`DramTiming`,
+the GDDR6-AiM preset :data:`GDDR6_AIM`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from spec.isa import ChannelParams, ModuleParams
+from spec.params import MacroParams
+
+__all__ = ["SimParams", "DramTiming", "GDDR6_AIM"]
+
+
+@dataclass(frozen=True)
+class DramTiming:
+    """DRAM-PIM bank timing in DRAM clock cycles (ANCHORS.md, GDDR6-AiM preset, tCK 0.5 ns;
+    the "GDDR6_AiM_timing" preset of arkhadem/aim_simulator ``src/dram/impl/GDDR6.cpp``, the
+    simulator CENT runs on).  ``CLREG``: latency of a read of the MAC result registers
+    (``RDMAC16`` = nCLREG + nBL there, nCLREG = 0), which RD_OUT is; ``CL`` is the array's."""
+    tCK_ns: float = 0.5
+    CL: int = 50
+    RCDRD: int = 36
+    RCDWR: int = 28
+    RP: int = 32
+    RAS: int = 54
+    RC: int = 89
+    WR: int = 33
+    RTP: int = 12
+    CCDS: int = 2
+    CCDL: int = 2
+    RRDS: int = 11
+    RRDL: int = 11
+    FAW: int = 42
+    RFC: int = 210
+    REFI: int = 3333
+    RCDRDMAC: int = 56
+    CLREG: int = 0
+    burst_bytes: int = 32          # bytes per column access (one MAC column / one I/O burst)
+
+
+GDDR6_AIM = DramTiming()
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """One PIM module as the performance model sees it (no ISA field-width limits, so a
+    16-channel x 16-bank module with thousands of pages per bank is expressible).
+
+    n_ch, n_banks      channels per module, banks per channel
+    n_gbuf, q_depth    GBuf entries per channel; I/O and compute queue depth per channel
+    dcs                dynamic command scheduling (False: in-order baseline)
+    n_in, n_out        page = one n_in x n_out weight tile of one bank (rows x columns)
+    x_bits, w_bits     input / weight bits (DIMC: X = x_bits cycles per MAC, bit-serial)
+    tree_stages        DIMC adder-tree pipeline stages P
+    n_sets             pages per bank (DIMC: selectable weight sets; DRAM: rows)
+    n_acc              OBuf entries per bank (output registers)
+    fifo_depth         host command FIFO; loop_len: LOOP body buffer
+    backend            "dimc" (the RTL macro's timing) or "dram" (GDDR6-AiM bank timing)
+    dram               DRAM timing (backend "dram")
+    clock_ghz          clock of the module (DIMC 1.0; DRAM 1/tCK)
+    out_ports          result beats the hub takes per cycle, from the lowest-numbered channels
+                       holding one (the RTL module: 1; a hub with one port per channel: n_ch)
+    all_bank           channels execute MAC_AB (all-bank MAC, docs/channel.md; AiM's MAC_ABK)
+    """
+    n_ch: int = 4
+    n_banks: int = 4
+    n_gbuf: int = 4
+    q_depth: int = 8
+    dcs: bool = True
+    n_in: int = 64
+    n_out: int = 64
+    x_bits: int = 8
+    w_bits: int = 8
+    tree_stages: int = 1
+    n_sets: int = 2
+    n_acc: int = 16
+    fifo_depth: int = 8
+    loop_len: int = 8
+    backend: str = "dimc"
+    dram: DramTiming = GDDR6_AIM
+    clock_ghz: float = 1.0
+    out_ports: int = 1
+    all_bank: bool = False
+
+    def __post_init__(self):
+        def bad(name, why):
+            raise ValueError(f"SimParams: {name}={getattr(self, name)!r} {why}")
+        for name in ("n_ch", "n_banks", "n_gbuf", "n_in", "n_out", "x_bits", "w_bits", "n_sets",
+                     "n_acc", "loop_len", "out_ports"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(name, "must be an int >= 1")
+        for name in ("q_depth", "fifo_depth"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 2:
+                bad(name, "must be an int >= 2")
+        if self.tree_stages not in (0, 1, 2):
+            bad("tree_stages", "must be 0, 1 or 2")
+        if self.backend not in ("dimc", "dram"):
+            bad("backend", "must be 'dimc' or 'dram'")
+        for name in ("dcs", "all_bank"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "must be a bool")
+        if not self.clock_ghz > 0:
+            bad("clock_ghz", "must be > 0")
+
+    @classmethod
+    def from_module(cls, p: ModuleParams) -> "SimParams":
+        """The timing view of an RTL/golden-model module (DIMC back-end)."""
+        cp, m = p.channel, p.channel.macro
+        return cls(n_ch=p.n_ch, n_banks=cp.n_banks, n_gbuf=cp.n_gbuf, q_depth=cp.q_depth,
+                   dcs=cp.dcs, all_bank=cp.all_bank, n_in=m.n_in, n_out=m.n_out,
+                   x_bits=m.x_bits, w_bits=m.w_bits,
+                   tree_stages=m.tree_stages, n_sets=m.n_sets, n_acc=m.n_acc,
+                   fifo_depth=p.fifo_depth, loop_len=p.loop_len)
+
+    def to_module(self, n_vpages: int = 256, n_req: int = 16) -> ModuleParams:
+        """The RTL/golden-model module with this timing (DIMC only; ValueError when a size is
+        beyond what the ISA encodes, e.g. n_ch > 8)."""
+        if self.backend != "dimc":
+            raise ValueError(f"to_module: backend={self.backend!r} has no RTL (only 'dimc')")
+        if self.out_ports != 1:
+            raise ValueError(f"to_module: out_ports={self.out_ports} (the RTL hub has 1)")
+        m = MacroParams(n_in=self.n_in, n_out=self.n_out, w_bits=self.w_bits,
+                        x_bits=self.x_bits, n_sets=self.n_sets, n_acc=self.n_acc,
+                        tree_stages=self.tree_stages)
+        cp = ChannelParams(m, n_banks=self.n_banks, n_gbuf=self.n_gbuf, q_depth=self.q_depth,
+                           dcs=self.dcs, all_bank=self.all_bank)
+        return ModuleParams(cp, n_ch=self.n_ch, n_vpages=n_vpages, n_req=n_req,
+                            fifo_depth=self.fifo_depth, loop_len=self.loop_len)
+
+    def with_(self, **kw) -> "SimParams":
+        return replace(self, **kw)
+
+    @property
+    def n_pages(self) -> int:
+        """Physical pages per channel (a page is one set of one bank, same pp in every channel)."""
+        return self.n_banks * self.n_sets
+
+    @property
+    def page_bytes(self) -> int:
+        """Bytes of one page in ONE channel: n_in x n_out x w_bits / 8."""
+        return self.n_in * self.n_out * self.w_bits // 8
+
+    @property
+    def capacity_bytes(self) -> int:
+        """Bytes of the module: every page of every bank of every channel."""
+        return self.n_ch * self.n_pages * self.page_bytes
+
+    @property
+    def refresh_factor(self) -> float:
+        """DRAM: all-bank refresh every tREFI makes the banks unavailable for tRFC, after a
+        precharge (tRP) and before a re-activation (tRCDRDMAC).  Applied in closed form as a
+        stretch of the run: tREFI / (tREFI - tRFC - tRP - tRCDRDMAC).  DIMC (SRAM): 1."""
+        if self.backend != "dram":
+            return 1.0
+        d = self.dram
+        return d.REFI / (d.REFI - d.RFC - d.RP - d.RCDRDMAC)
+
+    @property
+    def peak_macs_per_cycle(self) -> float:
+        """Internal-bandwidth-bound peak of the module: every bank streaming its array (DIMC:
+        n_in x n_out MACs per X cycles; DRAM: one 32-byte column per tCCDL per bank)."""
+        per_bank = (self.n_in * self.n_out / self.x_bits if self.backend == "dimc"
+                    else self.dram.burst_bytes * 8 / self.w_bits / self.dram.CCDL)
+        return per_bank * self.n_banks * self.n_ch

@@ -1,0 +1,110 @@
+"""What differs between the designs under lockstep test, declared once per design.
+
+The one lockstep loop (``tb/lockstep.py``) drives each input stream of a :class:`Design` by
+the driver rules of ``model/stimulus.py`` (a beat is offered from ``t_free + gap`` once the
+stream it depends on has had ``after`` transfers, until it transfers), drives the output
+stream's ``ready`` from the seeded ready pattern, and compares every output the
+:class:`tb.probespec.ProbeSpec` samples.  A stream without ``ready`` (the module's host port)
+transfers in the first cycle it is offered.
+
+Probe convention: ``spec.ctl[i]`` / ``spec.wide_in[i]`` are input stream i's valid and
+payload, ``spec.ctl[-1]`` the output stream's ready.  Model convention (the golden-model
+interface ``reset`` / ``step`` / ``state``): ``step(v0, p0, v1, p1, ..., out_ready)`` returns
+a namedtuple with one field per sampled output, named as the probe's with ``.`` -> ``_``.
+
+No Amaranth here: this module is imported inside the simulator.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from model.channel import ChannelModel, ChanOut
+from model.macro import MacroModel, MacroOut
+from model.module import ModOut, ModuleModel
+from spec.isa import ModErr, mod_out_fields, out_fields
+from spec.params import MacroErr, res_fields
+from tb import probespec
+
+
+@dataclass(frozen=True)
+class InStream:
+    """An input stream of a design.
+
+    Attributes
+    ----------
+    name : str
+        Stream name (``wr``, ``req``, ``cmd``, ``host``), the prefix of its probe ports.
+    ready : str or None
+        Model output that is this stream's ready; None: no ready (a beat is pushed).
+    after : str or None
+        Stream whose transfers a beat's ``after`` counts (another input or the output).
+    """
+    name: str
+    ready: str | None
+    after: str | None = None
+
+
+@dataclass(frozen=True)
+class Design:
+    """One design under lockstep test.
+
+    Attributes
+    ----------
+    kind : str
+        ``macro``, ``channel`` or ``module``.
+    inputs : tuple of InStream
+        Input streams, in probe and ``step`` argument order.
+    output : str
+        Output stream: model outputs ``<output>_valid`` and ``<output>_payload``.
+    results_of : str or None
+        End rule.  A stream name: the run ends ``TAIL`` cycles after the cycle in which every
+        beat was sent and one output per beat of that stream was received.  None: ``TAIL``
+        cycles after the first cycle in which every beat has been sent (in an earlier cycle),
+        the model is ``idle`` and its output register is empty.
+    errors : enum.IntEnum
+        Decodes the ``err`` output in reports.
+    events : tuple of str
+        Model outputs logged as (cycle, name, value) whenever non-zero.
+    out_type : type
+        The model's output namedtuple.
+    spec : callable params -> ProbeSpec
+    model : callable (params, job) -> golden model
+    out_layout : callable params -> (fields, MacroParams)
+        The output payload's layout and the macro whose ``y`` results it carries.
+    """
+    kind: str
+    inputs: tuple[InStream, ...]
+    output: str
+    results_of: str | None
+    errors: type[enum.IntEnum]
+    events: tuple[str, ...]
+    out_type: type
+    spec: Callable
+    model: Callable
+    out_layout: Callable
+
+
+DESIGNS = {
+    "macro": Design(
+        "macro", (InStream("wr", "wr_ready", after="res"), InStream("req", "req_ready",
+                                                                     after="wr")),
+        output="res", results_of="req", errors=MacroErr, events=("err",), out_type=MacroOut,
+        spec=lambda p: probespec.MACRO,
+        model=lambda p, job: MacroModel(p, late=job.get("late", 0)),
+        out_layout=lambda p: (res_fields(p), p)),
+    "channel": Design(
+        "channel", (InStream("cmd", "cmd_ready"),), output="out", results_of=None,
+        errors=MacroErr, events=("err",), out_type=ChanOut,
+        spec=lambda p: probespec.channel(p.n_banks),
+        model=lambda p, job: ChannelModel(p),
+        out_layout=lambda p: (out_fields(p), p.macro)),
+    "module": Design(
+        "module", (InStream("host", None),), output="out", results_of=None,
+        errors=ModErr, events=("err", "ovf"), out_type=ModOut,
+        spec=lambda p: probespec.module(p.n_ch, p.channel.n_banks),
+        model=lambda p, job: ModuleModel(p),
+        out_layout=lambda p: (mod_out_fields(p), p.channel.macro)),
+}
+"""Every design the lockstep loop runs, by kind."""

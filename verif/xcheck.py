@@ -1,0 +1,159 @@
+"""4-state X checks on Icarus Verilog (Debian ``iverilog``) with the cocotb 2.1 runner.
+
+Verilator is 2-state; Icarus propagates ``x`` and ``z``.  :func:`run_xcheck` simulates a
+Verilog top for some cycles with random values on every input (``verif/xcheck_tb.py``), a
+reset at cycle 0 and again in mid-stream, and reports every output that carries an ``x`` or
+``z`` bit in any cycle after the first reset.
+
+Two power-up models of the exported Verilog (:func:`component_verilog`):
+
+``init``    as exported: every register has its initial value (Amaranth's ``init``);
+``noinit``  every register initialiser removed (an ASIC power-up: all flops ``x``); the reset
+            must then define every register it resets, and the state that no reset clears
+            (weight SRAM, GBuf data, the datapath registers loaded during reset) may reach
+            an output only through a documented read of something never written.  The
+            macro's check therefore writes every weight row first (:func:`macro_preload`);
+            without that preload the first result reads unwritten SRAM, and ``x`` appears on
+            ``res.payload`` only, which the tests show.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from amaranth.hdl import Value
+from amaranth.lib import wiring
+
+__all__ = ["ToolMissing", "iverilog", "ports_of", "strip_init", "component_verilog",
+           "macro_preload", "run_xcheck", "check_component", "standard_checks"]
+
+TB_MODULE = "verif.xcheck_tb"
+_REG_INIT = re.compile(r"^(\s*reg\s+(?:signed\s+)?(?:\[[^\]]*\]\s*)?(\\\S+\s|\w+)\s*)=[^;]*;",
+                       re.M)
+
+
+class ToolMissing(RuntimeError):
+    """Icarus Verilog is not installed."""
+
+
+def iverilog() -> str:
+    """Path of ``iverilog``; ToolMissing (install: ``apt-get install -y iverilog``)."""
+    p = shutil.which("iverilog")
+    if p is None or shutil.which("vvp") is None:
+        raise ToolMissing("iverilog/vvp not found: apt-get install -y iverilog")
+    return p
+
+
+def ports_of(dut: wiring.Component) -> tuple[list, list]:
+    """([(verilog name, width)] of the inputs, of the outputs) of an exported component
+    (port path joined with ``__``; ``clk`` and ``rst`` are not listed)."""
+    ins, outs = [], []
+    for path, member, value in dut.signature.flatten(dut):
+        name = "__".join(str(p) for p in path)
+        (ins if member.flow == wiring.In else outs).append((name, len(Value.cast(value))))
+    return ins, outs
+
+
+def strip_init(text: str) -> str:
+    """``text`` with every ``reg ... = value;`` initialiser removed (the backend's
+    ``dump_module`` trigger of ``always @*`` blocks is kept)."""
+    def sub(m):
+        return m.group(0) if "dump_module" in m.group(2) else m.group(1).rstrip() + ";"
+    return _REG_INIT.sub(sub, text)
+
+
+def component_verilog(dut: wiring.Component, init: bool = True) -> tuple[str, str]:
+    """(Verilog text, top module name) of ``dut`` as ``cimphony verilog`` exports it
+    (:func:`hdl.export.hierarchy`), initialisers stripped unless ``init``."""
+    from hdl import export
+    h = export.hierarchy(dut)
+    return (h.text if init else strip_init(h.text)), h.top.name
+
+
+def macro_preload(params) -> list[dict]:
+    """Input cycles that write every row of every weight set of a macro (``wr`` only)."""
+    from spec.params import wr_fields
+    f = wr_fields(params)
+    cycles = []
+    for s in range(params.n_sets):
+        for r in range(params.n_in):
+            cycles.append({"wr__valid": 1, "wr__payload": (r << f["row"].offset)
+                           | (s << f["set"].offset), "res__ready": 1})
+    return cycles
+
+
+def run_xcheck(text: str, top: str, inputs, outputs, out: str | Path, *, cycles: int = 400,
+               resets=(), preload=(), seed: int = 1) -> dict:
+    """Simulate ``text`` (top ``top``) on Icarus in ``out``; returns ``ok``, ``x_outputs``
+    {output: {cycle, value}} (first x/z per output), ``x_cycles`` {output: count},
+    ``checked_from`` (the first cycle after the first reset) and ``cycles``.
+
+    ``resets``: cycles with ``rst`` high besides cycle 0; ``preload``: input dicts applied one
+    per cycle after the first reset (then random inputs); ValueError for a bad argument."""
+    if type(cycles) is not int or cycles < 2:
+        raise ValueError(f"run_xcheck: cycles={cycles!r} must be an int >= 2")
+    if type(seed) is not int or seed < 0:
+        raise ValueError(f"run_xcheck: seed={seed!r} must be an int >= 0")
+    iverilog()
+    from cocotb_tools.runner import get_runner
+    out = Path(out).resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    vfile = out / f"{top}.v"
+    vfile.write_text(text)
+    job = {"inputs": [list(p) for p in inputs], "outputs": [list(p) for p in outputs],
+           "cycles": cycles, "resets": sorted(set(int(r) for r in resets)),
+           "preload": list(preload), "seed": seed, "out": str(out / "result.json")}
+    (out / "job.json").write_text(json.dumps(job))
+    runner = get_runner("icarus")
+    runner.build(sources=[vfile], hdl_toplevel=top, build_dir=out, timescale=("1ns", "1ps"),
+                 always=True, log_file=out / "build.log")
+    try:
+        runner.test(test_module=TB_MODULE, hdl_toplevel=top, build_dir=out, test_dir=out,
+                    extra_env={"CIMPHONY_XJOB": str(out / "job.json")},
+                    log_file=out / "sim.log", results_xml=str(out / "results.xml"))
+    except SystemExit:
+        pass
+    rf = out / "result.json"
+    if not rf.exists():
+        log = (out / "sim.log").read_text()[-3000:] if (out / "sim.log").exists() else ""
+        raise RuntimeError(f"X check of {top} produced no result; log tail:\n{log}")
+    res = json.loads(rf.read_text())
+    res["dir"] = str(out)
+    return res
+
+
+def check_component(dut: wiring.Component, out: str | Path, *, init: bool = True,
+                    preload=(), cycles: int = 400, seed: int = 1) -> dict:
+    """:func:`run_xcheck` of an exported component with a reset at 0 and in mid-stream."""
+    text, top = component_verilog(dut, init)
+    ins, outs = ports_of(dut)
+    res = run_xcheck(text, top, ins, outs, out, cycles=cycles, resets=(cycles // 2,
+                                                                       cycles // 2 + 1),
+                     preload=preload, seed=seed)
+    res.update(top=top, init=init, preload=len(preload))
+    return res
+
+
+def standard_checks():
+    """[(name, callable(out) -> result)] of ``cimphony verify xcheck``: small macro (init,
+    noinit with preload), channel and module (init)."""
+    from hdl.channel import PimChannel
+    from hdl.macro import DimcMacro
+    from hdl.module import PimModule
+    from spec.isa import ChannelParams, ModuleParams
+    from spec.params import MacroParams
+    mp = MacroParams(n_in=8, n_out=4, w_bits=4, x_bits=4, n_acc=2, tree_stages=1)
+    cp = ChannelParams(MacroParams(n_in=8, n_out=4, w_bits=4, x_bits=4, n_acc=2,
+                                   tree_stages=0), n_banks=2, n_gbuf=2, q_depth=4)
+    modp = ModuleParams(cp, n_ch=2, n_vpages=8, n_req=2, fifo_depth=4, loop_len=4)
+    return [
+        ("macro_init", lambda o: check_component(DimcMacro(mp), o)),
+        ("macro_noinit", lambda o: check_component(DimcMacro(mp), o, init=False,
+                                                   preload=macro_preload(mp))),
+        ("channel_init", lambda o: check_component(PimChannel(cp), o)),
+        ("module_init", lambda o: check_component(PimModule(modp), o, cycles=300)),
+    ]
