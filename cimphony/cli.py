@@ -292,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     from perf import report
     from tb import demo
     from cimphony import generate
+    from cimphony import verify
     ap = argparse.ArgumentParser(prog="cimphony", description=(
         "cimphony: DIMC / DRAM-PIM accelerator for LLM inference (RTL, golden models, "
         "lockstep benches, performance model)."),
@@ -309,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                                            "Dask; build/perf/report.md ('perf point': one "
                                            "point)"),
             ("docs", _add_docs, "render the WaveDrom timing diagrams to SVG"),
-            ("generate", generate.add_arguments, "SmolLM2-135M generates text on the accelerator")):
+            ("generate", generate.add_arguments, "SmolLM2-135M generates text on the accelerator"),
+            ("verify", verify.add_arguments, "coverage, formal proofs, X checks, area proxy")):
         p = sub.add_parser(name, help=help_, description=help_, formatter_class=fmt)
         add(p)
         if name == "demo":

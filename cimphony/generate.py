@@ -179,7 +179,7 @@ def generate_report(a, model=None, progress: bool = True) -> dict:
     if a.rtl_layers:
         from tb.smollm2_demo import rtl_layer_step
         for layer in a.rtl_layers:
-            r = rtl_layer_step(pim, layer)
+            r = rtl_layer_step(pim, layer, seed=getattr(a, "seed", 0) or 0)
             rep["rtl"].append(r)
             rep["mismatches"] += r["mismatches"]
     if a.eval_positions:

@@ -8,12 +8,13 @@ except the score buffer, which powers up as 0 and keeps its contents through ``r
   code sums ``qsum`` / ``qlo`` and ``sat``; the head geometry (n_j, B_j, tc_n, K) is a
   combinational function of ``count``, ``plog2`` and ``dig``;
 * scale: NO multipliers (A x MB) with the round-half-up shift and saturation to XW bits;
-* exp unit (:class:`hdl.softmax_exp.ExpUnit`): ``max(NO, NI)`` exponential lanes ``e(d)``, shared between INGEST (``m' - x_i``)
-  and EMIT (``mg - x``), and ``n_part`` rescale units ``RS(l, d)`` (unit 0 serves the beat in
-  INGEST, all of them the merge in MERGE).  Each lane reads the exp table
-  (``amaranth.lib.memory.Memory`` of 2**TB words ``T[i] | (T[i] - T[i+1]) << (EW+1)``,
-  computed from :func:`spec.softmax.exp_table` at construction) through its own
-  combinational read port;
+* exp unit (:class:`hdl.softmax_exp.ExpUnit`, built into this module): ``max(NO, NI)``
+  exponential lanes ``e(d)``, shared between INGEST (``m' - x_i``) and EMIT (``mg - x``),
+  and ``n_part`` rescale units ``RS(l, d)`` (unit 0 serves the beat in INGEST, all of them
+  the merge in MERGE), reading the exp table (a ``Memory`` computed from
+  :func:`spec.softmax.exp_table` at construction) through one read port each;
+* probability digits: NI lanes of ``y = e * QS``, ``hi`` and ``lo`` by the contract's
+  rounding shifts, padding lanes 0, and the code sums for ``qsum`` / ``qlo``;
 * score buffer: a ``Memory`` of N / W rows of W = max(NO, NI) scaled scores (XW bits each),
   written NO scores per beat (NO-granular enables), read one row per tile through a
   synchronous read port whose address is that of the *next* tile (the value ``k`` takes at

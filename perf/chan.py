@@ -74,6 +74,9 @@ class Chan:
         self.col_hi = -INF                       # column, its end (next column from here),
         self.col_prev = -INF                     # the previous stream's end,
         self.rd_end = -INF                       # and the latest RD_OUT's end
+        self.rmax = 0                            # max(bank_ready) (bank_ready only grows)
+        self.sync = False                        # DRAM: every bank in the state of the last
+        #                                          all-bank MAC (same row, ACT, last column)
 
 
 def _younger(x, y):
@@ -145,7 +148,8 @@ def _activate(ch: Chan, d, b, t, ta):
         ta = max(ta, acts[-1] + d.RRDS)
         if len(acts) == 4:
             ta = max(ta, acts[0] + d.FAW)
-    ta = max(ta, (max(ch.t_act) if b < 0 else ch.t_act[b]) + d.RC)
+    ta = max(ta, (ch.t_act[0] if b < 0 and ch.sync else max(ch.t_act) if b < 0
+                  else ch.t_act[b]) + d.RC)
     acts.append(ta)
     return ta
 
@@ -170,6 +174,9 @@ def dram_mac(sim, ch: Chan, b, row, t):
     ch.col_prev, ch.col_lo, ch.col_hi = ch.col_hi, first, last + d.CCDS
     ch.last_col[b] = last
     ch.bank_ready[b] = last
+    if last > ch.rmax:
+        ch.rmax = last
+    ch.sync = False
     return last + d.CCDL + 1
 
 
@@ -179,11 +186,12 @@ def dram_mac_ab(sim, ch: Chan, row, t):
     d = sim.sp.dram
     orow = ch.open_row
     B = len(orow)
-    if all(r == row for r in orow):
-        first = max(t + 1, max(ch.last_col) + d.CCDL)
+    sync = ch.sync                  # every bank as bank 0: one bank stands for all
+    if (orow[0] == row) if sync else all(r == row for r in orow):
+        first = max(t + 1, (ch.last_col[0] if sync else max(ch.last_col)) + d.CCDL)
     else:
         ta = t + 1
-        for bb in range(B):
+        for bb in ((0,) if sync else range(B)):
             if orow[bb] is not None:
                 ta = max(ta, max(t + 1, ch.t_act[bb] + d.RAS, ch.last_col[bb] + d.RTP) + d.RP)
         ta = _activate(ch, d, -1, t, ta)
@@ -197,4 +205,6 @@ def dram_mac_ab(sim, ch: Chan, row, t):
     ch.col_prev, ch.col_lo, ch.col_hi = ch.col_hi, first, last + d.CCDL
     ch.last_col = [last] * B
     ch.bank_ready = [last] * B
+    ch.rmax = last
+    ch.sync = True
     return last + d.CCDL + 1

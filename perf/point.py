@@ -299,7 +299,7 @@ def _finish(cfg, s: Setup, *, fit, b, n, m, cm, stage_pim, dyn_m, static, mac, c
     tps = b / token_s
     _add(dyn_m, E.link_dynamic(_link_bits(shape, m, s)))
     stat = [(lbl, p, n * a) for lbl, p, a in static]
-    en = E.token_energy(_scale(dyn_m, 1 / m), stat, token_s, b)
+    en = E.token_energy(_scale(dyn_m, b / m), stat, token_s, b)     # b tokens per token_s
     row = dict(batch=b, batch_fit=fit, micro_batch=m, micro_batches=n,
                contexts_mean=sum(cm) / m, contexts_max=max(cm), stage_pim_s=stage_pim,
                pim_s=pim_s, host_s=ht["host_s"], link_s=ht["link_s"], token_s=token_s,
@@ -339,7 +339,8 @@ def _single(cfg, s: Setup) -> dict:
                    static=static, mac=res.mac_util, cap=plan.capacity["utilisation"],
                    area=area, phases={"step_s": t},
                    extra=dict(channel_utilisation=res.channel_util, compile_s=tc, sim_s=ts,
-                              stage_cycles=res.t_end, n_leaves=plan.n_leaves))
+                              stage_cycles=res.t_end, n_leaves=plan.n_leaves,
+                              sim_stats={k: v for k, v in res.stats.items() if k != "busy_ch"}))
 
 
 def _busy_util(parts) -> float:

@@ -271,6 +271,7 @@ class PerfSim:
                                 ta = self._wr_act(ch, b, t)
                                 done = ta + d.RCDWR + cost + d.WR
                                 ch.bank_ready[b] = done + d.RP
+                                ch.rmax = max(ch.rmax, done + d.RP)
                             elif eop == _RD_OUT:
                                 ch.rd_end = t + cost
                                 done = t + cost + d.CLREG
@@ -299,7 +300,7 @@ class PerfSim:
                     b = e[1]
                     if ok and not dcs and (e[5].idx != ch.iss or t < ch.last_dv):
                         ok = False
-                    if ok and t < (ch.bank_ready[b] if b >= 0 else max(ch.bank_ready)):
+                    if ok and t < (ch.bank_ready[b] if b >= 0 else ch.rmax):
                         ok = False
                     if ok:
                         ch.cq.popleft()
@@ -309,6 +310,7 @@ class PerfSim:
                                 done = dram_mac(self, ch, b, e[2], t)
                             else:
                                 ch.bank_ready[b] = t + mac_busy
+                                ch.rmax = max(ch.rmax, t + mac_busy)
                                 done = t + self.mac_lat
                             stats[_BUSY] += mac_busy
                             stats[nst + c] += mac_busy
@@ -318,6 +320,7 @@ class PerfSim:
                                 done = dram_mac_ab(self, ch, e[2], t)
                             else:
                                 ch.bank_ready = [t + mac_busy] * B
+                                ch.rmax = t + mac_busy
                                 done = t + self.mac_lat
                             stats[_BUSY] += mac_busy * B
                             stats[nst + c] += mac_busy * B
@@ -425,6 +428,7 @@ class PerfSim:
         acts.append(ta)
         ch.t_act[b] = ta
         ch.open_row[b] = None
+        ch.sync = False
         self._stats[_ACT] += 1
         return ta
 
@@ -451,7 +455,7 @@ class PerfSim:
                 if not dcs:
                     lo = max(lo, ch.last_dv)
                 if not isio:
-                    lo = max(lo, ch.bank_ready[e[1]] if e[1] >= 0 else max(ch.bank_ready))
+                    lo = max(lo, ch.bank_ready[e[1]] if e[1] >= 0 else ch.rmax)
                 elif dram:
                     lo = max(lo, ch.io_ready)
                     if e[0] == _WR_W:

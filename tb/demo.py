@@ -85,7 +85,7 @@ def add_arguments(ap) -> None:
                     help="output directory")
     ap.add_argument("--workload", choices=("smollm2", "minilm"), default="smollm2",
                     help="smollm2: text generated on the accelerator (tb/smollm2_demo.py); "
-                         "minilm: the QKV run below")
+                         "minilm: MiniLM layer-0 QKV through the Verilated macro")
     from tb import smollm2_demo
     smollm2_demo.add_arguments(ap)
 

@@ -24,13 +24,14 @@ __all__ = ["rtl_layer_step", "add_arguments", "run", "OUT"]
 OUT = Path("build/demo")
 
 
-def rtl_layer_step(dec, layer: int, params=None, *, seed: int = 0, label: str | None = None,
-                   lockstep: bool = True) -> dict:
+def rtl_layer_step(dec, layer: int, params=None, *, seed: int = 0, ready_p: float = 1.0,
+                   label: str | None = None, lockstep: bool = True) -> dict:
     """Run ``dec``'s (a PimDecoder with ``layer`` in ``record_layers``) last step of ``layer``
     on a fresh module ``params`` (default :func:`compiler.decoder.ci_module`): setup (MAPs,
     the KV history of the context, resident weights if they fit) and the step, paced
     (:func:`compiler.host.pace`) and run through the RTL in lockstep with the golden model
-    (``lockstep=False``: the golden model alone).  Returns ``ok`` (lockstep), ``mismatches``
+    (``lockstep=False``: the golden model alone); ``ready_p``, ``seed``: the output port's
+    seeded ready pattern (backpressure), the same for pacing and the run.  Returns ``ok`` (lockstep), ``mismatches``
     (lockstep mismatch + results differing from the fast path), ``cycles``, ``wall_s``,
     ``cycles_per_s``, ``context``, ``macs``, ``mac_utilisation``, ``bad`` and the module tag."""
     import numpy as np
@@ -56,9 +57,10 @@ def rtl_layer_step(dec, layer: int, params=None, *, seed: int = 0, label: str | 
     t0 = time.time()
     if lockstep:
         from tb.build import describe_mismatch, run_module_lockstep
-        cmds = pace(p, [(w, 0) for w in setup + prog.words])
+        cmds = pace(p, [(w, 0) for w in setup + prog.words], out_ready_p=ready_p, seed=seed)
         pace_s = time.time() - t0
-        res = run_module_lockstep(p, cmds, seed=seed, label=label or f"smollm2_l{layer}")
+        res = run_module_lockstep(p, cmds, out_ready_p=ready_p, seed=seed,
+                                  label=label or f"smollm2_l{layer}")
         ok, outs, cycles = res["ok"], res["outputs"], res["cycles"]
         wall, busy = res["wall_s"], sum(res.get("busy_cycles") or [])
         why = None if ok else describe_mismatch(res)
@@ -83,7 +85,7 @@ def rtl_layer_step(dec, layer: int, params=None, *, seed: int = 0, label: str | 
 
 def add_arguments(ap) -> None:
     """Options of the SmolLM2 demo (``cimphony demo``, the default workload)."""
-    from cimphony.cli import env_default, nonneg_int, out_dir, positive_int
+    from cimphony.cli import nonneg_int, positive_int
     from cimphony.generate import DEFAULT_PROMPT, _prompt
     ap.add_argument("--prompt", type=_prompt, metavar="TEXT", default=DEFAULT_PROMPT,
                     help="SmolLM2: text to continue")
@@ -97,8 +99,6 @@ def add_arguments(ap) -> None:
 
 def run(a) -> int:
     """The SmolLM2 demo: 0 if the RTL step has 0 mismatches."""
-    import numpy as np  # noqa: F401  (numpy first: the report imports it anyway)
-
     from cimphony.generate import generate_report
     from workloads.gguf_model import load_gguf
     out = Path(a.out)
@@ -145,3 +145,4 @@ class _GenArgs:
         self.alloc, self.digits, self.loop, self.chat = "dpa", 2, False, False
         self.golden_layers, self.rtl_layers = [], [a.rtl_layer]
         self.max_context, self.eval_positions = 2048, 0
+        self.seed = a.seed

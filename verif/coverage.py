@@ -13,7 +13,11 @@ Kinds reported per component (a Verilog module, its Amaranth submodules included
 
 ``line``    Verilator's ``line`` points (statement blocks), hit when executed once;
 ``branch``  ``branch`` points (each arm of an ``if`` / ``case``);
-``toggle``  signal bits: hit when the bit rose *and* fell (both ``:0->1`` and ``:1->0``).
+``toggle``  bits of named signals: hit when the bit rose *and* fell (both ``:0->1`` and
+            ``:1->0``); Amaranth's temporaries (``$12``) are left out.
+
+The Verilog backend's ``if (\\$auto$...dump_module$N) begin end`` lines (a trigger of
+``always @*`` blocks that never executes) are left out of line and branch coverage.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["KINDS", "Point", "parse_text", "parse", "merge", "points", "component_of",
+__all__ = ["KINDS", "Point", "parse_text", "parse", "merge", "points", "component_of", "demangle",
            "summarize", "lcov_text", "write_lcov", "genhtml", "write_reports"]
 
 KINDS = ("line", "branch", "toggle")
@@ -137,11 +141,40 @@ def component_of(module: str, known: Iterable[str] = ()) -> str:
     return re.split(r"\.|__", module, maxsplit=1)[0]
 
 
+def demangle(name: str) -> str:
+    """A Verilator signal name with its ``__0HH`` escapes decoded (``__024113`` -> ``$113``)."""
+    return re.sub(r"__0([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), name)
+
+
+def _temporary(sig: str) -> bool:
+    """An Amaranth / Yosys temporary (``$12``, ``$auto$...``): no name in the design."""
+    return sig.startswith("$")
+
+
+def _backend_dummy(pts: list[Point]) -> set:
+    """Points on the Verilog backend's ``if (\\$auto$...dump_module$N) begin end`` lines
+    (a sensitivity trigger of ``always @*`` blocks that never runs): not design code."""
+    lines: dict[str, list[str] | None] = {}
+    out = set()
+    for i, p in enumerate(pts):
+        if p.file not in lines:
+            try:
+                lines[p.file] = Path(p.file).read_text(errors="replace").splitlines()
+            except OSError:
+                lines[p.file] = None
+        src = lines[p.file]
+        if src and 0 < p.line <= len(src) and "dump_module$" in src[p.line - 1]:
+            out.add(i)
+    return out
+
+
 def _toggle_bits(pts: list[Point]) -> dict[tuple, list[int]]:
-    """{(file, module, signal bit): [rise, fall]} of toggle points."""
+    """{(file, module, signal bit): [rise, fall]} of toggle points, temporaries left out."""
     bits: dict[tuple, list[int]] = {}
     for p in pts:
-        sig, _, edge = p.what.rpartition(":")
+        sig, _, edge = demangle(p.what).rpartition(":")
+        if _temporary(sig or p.what):
+            continue
         b = bits.setdefault((p.file, p.module, sig or p.what), [0, 0])
         if edge == "1->0":
             b[1] += p.count
@@ -181,6 +214,8 @@ def summarize(data: Mapping[str, int], *, known: Iterable[str] = (),
                         for (fn, mod, sig), (rise, fall) in sorted(bits.items())
                         if not (rise and fall)]
             else:
+                dummy = _backend_dummy(pts)
+                pts = [p for i, p in enumerate(pts) if i not in dummy]
                 hit = sum(1 for p in pts if p.count)
                 total = len(pts)
                 miss = [f"{p.file}:{p.line} {p.module} {p.what}" for p in

@@ -26,8 +26,8 @@ from pathlib import Path
 from amaranth.hdl import Value
 from amaranth.lib import wiring
 
-__all__ = ["ToolMissing", "iverilog", "ports_of", "strip_init", "component_verilog",
-           "macro_preload", "run_xcheck", "check_component", "standard_checks"]
+__all__ = ["ToolMissing", "iverilog", "ports_of", "verilog_ports", "kick_comb", "strip_init",
+           "component_verilog", "macro_preload", "run_xcheck", "check_component", "STANDARD"]
 
 TB_MODULE = "verif.xcheck_tb"
 _REG_INIT = re.compile(r"^(\s*reg\s+(?:signed\s+)?(?:\[[^\]]*\]\s*)?(\\\S+\s|\w+)\s*)=[^;]*;",
@@ -49,11 +49,45 @@ def iverilog() -> str:
 def ports_of(dut: wiring.Component) -> tuple[list, list]:
     """([(verilog name, width)] of the inputs, of the outputs) of an exported component
     (port path joined with ``__``; ``clk`` and ``rst`` are not listed)."""
+    from cimphony.compat import silence_unused
+    silence_unused(dut)            # inspected here; elaborated (or not) by the caller
     ins, outs = [], []
     for path, member, value in dut.signature.flatten(dut):
         name = "__".join(str(p) for p in path)
         (ins if member.flow == wiring.In else outs).append((name, len(Value.cast(value))))
     return ins, outs
+
+
+def verilog_ports(text: str, top: str) -> tuple[list, list]:
+    """([(name, width)] of the inputs, of the outputs) of module ``top`` in ``text``, as
+    declared (``clk`` and ``rst`` left out; a constant output the export dropped is not
+    there)."""
+    m = re.search(rf"^module {re.escape(top)}\(.*?^endmodule", text, re.M | re.S)
+    if m is None:
+        raise ValueError(f"verilog_ports: no module {top!r} in the text")
+    ins, outs = [], []
+    for d, hi, lo, name in re.findall(r"^\s*(input|output)\s+(?:signed\s+)?"
+                                      r"(?:\[(\d+):(\d+)\]\s*)?(\S+)\s*;", m.group(0), re.M):
+        if name in ("clk", "rst"):
+            continue
+        (ins if d == "input" else outs).append((name, int(hi) - int(lo) + 1 if hi else 1))
+    return ins, outs
+
+
+_TRIGGER = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*dump_module\$\d+)\s*=\s*0;", re.M)
+
+
+def kick_comb(text: str) -> str:
+    """``text`` with the Verilog backend's ``always @*`` trigger register changed at 1 ns.
+
+    Every combinational block of the backend's output reads that register
+    (``if (\\$auto$...dump_module$N ) begin end``) so that it runs once at time zero; Icarus
+    does not see a change of a register initialised in its declaration, so blocks fed only
+    by registers would not run before the first clock edge and the registers would load
+    ``x`` (a simulation artefact, not the hardware).  The trigger, declared without a value
+    and set to 0 at 1 ns, runs every block once before the first edge."""
+    return _TRIGGER.sub(lambda m: f"{m.group(1)}reg {m.group(2)} ;\n"
+                                  f"{m.group(1)}initial #1 {m.group(2)}  = 1'b0;", text)
 
 
 def strip_init(text: str) -> str:
@@ -66,10 +100,12 @@ def strip_init(text: str) -> str:
 
 def component_verilog(dut: wiring.Component, init: bool = True) -> tuple[str, str]:
     """(Verilog text, top module name) of ``dut`` as ``cimphony verilog`` exports it
-    (:func:`hdl.export.hierarchy`), initialisers stripped unless ``init``."""
+    (:func:`hdl.export.hierarchy`), with :func:`kick_comb`, initialisers stripped unless
+    ``init``."""
     from hdl import export
     h = export.hierarchy(dut)
-    return (h.text if init else strip_init(h.text)), h.top.name
+    text = kick_comb(h.text)
+    return (text if init else strip_init(text)), h.top.name
 
 
 def macro_preload(params) -> list[dict]:
@@ -85,13 +121,15 @@ def macro_preload(params) -> list[dict]:
 
 
 def run_xcheck(text: str, top: str, inputs, outputs, out: str | Path, *, cycles: int = 400,
-               resets=(), preload=(), seed: int = 1) -> dict:
+               resets=(), preload=(), seed: int = 1, probe=()) -> dict:
     """Simulate ``text`` (top ``top``) on Icarus in ``out``; returns ``ok``, ``x_outputs``
     {output: {cycle, value}} (first x/z per output), ``x_cycles`` {output: count},
     ``checked_from`` (the first cycle after the first reset) and ``cycles``.
 
     ``resets``: cycles with ``rst`` high besides cycle 0; ``preload``: input dicts applied one
-    per cycle after the first reset (then random inputs); ValueError for a bad argument."""
+    per cycle after the first reset (then random inputs); ``probe``: internal signal paths
+    whose values are recorded with each output's first x (to trace where it comes from);
+    ValueError for a bad argument."""
     if type(cycles) is not int or cycles < 2:
         raise ValueError(f"run_xcheck: cycles={cycles!r} must be an int >= 2")
     if type(seed) is not int or seed < 0:
@@ -106,7 +144,8 @@ def run_xcheck(text: str, top: str, inputs, outputs, out: str | Path, *, cycles:
     vfile.write_text(text)
     job = {"inputs": [list(p) for p in inputs], "outputs": [list(p) for p in outputs],
            "cycles": cycles, "resets": sorted(set(int(r) for r in resets)),
-           "preload": list(preload), "seed": seed, "out": str(out / "result.json")}
+           "preload": list(preload), "seed": seed, "probe": list(probe),
+           "out": str(out / "result.json")}
     (out / "job.json").write_text(json.dumps(job))
     runner = get_runner("icarus")
     runner.build(sources=[vfile], hdl_toplevel=top, build_dir=out, timescale=("1ns", "1ps"),
@@ -130,7 +169,7 @@ def check_component(dut: wiring.Component, out: str | Path, *, init: bool = True
                     preload=(), cycles: int = 400, seed: int = 1) -> dict:
     """:func:`run_xcheck` of an exported component with a reset at 0 and in mid-stream."""
     text, top = component_verilog(dut, init)
-    ins, outs = ports_of(dut)
+    ins, outs = verilog_ports(text, top)
     res = run_xcheck(text, top, ins, outs, out, cycles=cycles, resets=(cycles // 2,
                                                                        cycles // 2 + 1),
                      preload=preload, seed=seed)
@@ -138,22 +177,36 @@ def check_component(dut: wiring.Component, out: str | Path, *, init: bool = True
     return res
 
 
-def standard_checks():
-    """[(name, callable(out) -> result)] of ``cimphony verify xcheck``: small macro (init,
-    noinit with preload), channel and module (init)."""
-    from hdl.channel import PimChannel
-    from hdl.macro import DimcMacro
-    from hdl.module import PimModule
+def _configs():
     from spec.isa import ChannelParams, ModuleParams
     from spec.params import MacroParams
     mp = MacroParams(n_in=8, n_out=4, w_bits=4, x_bits=4, n_acc=2, tree_stages=1)
     cp = ChannelParams(MacroParams(n_in=8, n_out=4, w_bits=4, x_bits=4, n_acc=2,
                                    tree_stages=0), n_banks=2, n_gbuf=2, q_depth=4)
-    modp = ModuleParams(cp, n_ch=2, n_vpages=8, n_req=2, fifo_depth=4, loop_len=4)
-    return [
-        ("macro_init", lambda o: check_component(DimcMacro(mp), o)),
-        ("macro_noinit", lambda o: check_component(DimcMacro(mp), o, init=False,
-                                                   preload=macro_preload(mp))),
-        ("channel_init", lambda o: check_component(PimChannel(cp), o)),
-        ("module_init", lambda o: check_component(PimModule(modp), o, cycles=300)),
-    ]
+    return mp, cp, ModuleParams(cp, n_ch=2, n_vpages=8, n_req=2, fifo_depth=4, loop_len=4)
+
+
+def _macro(init):
+    def check(out, cycles=400, seed=1):
+        from hdl.macro import DimcMacro
+        mp = _configs()[0]
+        return check_component(DimcMacro(mp), out, init=init, cycles=cycles, seed=seed,
+                               preload=() if init else macro_preload(mp))
+    return check
+
+
+def _channel(out, cycles=400, seed=1):
+    from hdl.channel import PimChannel
+    return check_component(PimChannel(_configs()[1]), out, cycles=cycles, seed=seed)
+
+
+def _module(out, cycles=400, seed=1):
+    from hdl.module import PimModule
+    return check_component(PimModule(_configs()[2]), out, cycles=cycles, seed=seed)
+
+
+STANDARD = {"macro_init": _macro(True), "macro_noinit": _macro(False),
+            "channel_init": _channel, "module_init": _module}
+"""The checks of ``cimphony verify xcheck``: name -> callable(out, cycles, seed) -> result
+(small macro as exported and with no initial values + preload; channel and module as
+exported)."""

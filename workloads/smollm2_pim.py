@@ -287,20 +287,56 @@ def teacher_forced(pim: FloatDecoder, ref: FloatDecoder, ids) -> dict:
     return res
 
 
-EVAL_TEXT = """\
-The old lighthouse stood at the end of a narrow spit of land, where the river met the sea. For more than a hundred years its keepers had climbed the spiral stairs every evening to light the lamp, and every morning they had climbed them again to put it out. The last keeper, a quiet woman named Margaret, kept a logbook in which she wrote down the weather, the ships that passed, and the birds that rested on the gallery rail. When the light was finally automated, she moved to a small house in the village, but she still walked out to the point each day to watch the tide come in.
-
-In the village, people said that Margaret knew the sea better than anyone. Fishermen asked her whether a storm was coming, and she would look at the sky, at the colour of the water and at the way the gulls were flying, and give them an answer. She was rarely wrong. Children liked to visit her because she told stories about shipwrecks, smugglers and the great flood of the winter when the harbour wall broke.
-
-Computers work in a similar way to a very patient clerk. A program is a list of instructions, and the processor reads them one at a time, fetching numbers from memory, adding or multiplying them, and writing the results back. Modern processors are fast because they do many of these steps at once and because they keep the data they need in small, quick memories called caches. When the data is not in a cache, the processor must wait for the main memory, and that wait can be hundreds of times longer than an addition.
-
-This is why engineers have started to build accelerators that compute inside the memory itself. Instead of moving every weight of a neural network across a bus, the multiplication happens where the weight is stored. A large language model needs billions of such multiplications for every word it produces, so the savings in energy and time can be large. The difficulty is that memory arrays are simple and regular, while programs are complicated, so the controller that feeds the arrays must be clever about scheduling.
-
-The recipe for a simple bread needs only flour, water, salt and yeast. Mix the flour and the salt in a large bowl, dissolve the yeast in warm water, and pour it in. Stir until the dough comes together, then knead it on a floured table for about ten minutes, until it is smooth and elastic. Leave it in a warm place, covered with a cloth, until it has doubled in size. Shape it into a loaf, let it rise again, and bake it in a hot oven for forty minutes. The bread is done when it sounds hollow if you tap the bottom.
-
-History is full of small decisions that changed large events. A letter that arrived a day late, a bridge that was left standing, a storm that scattered a fleet: each of these has altered the course of a war or the fate of a country. Historians argue about how much individuals matter compared with the slow forces of economics, geography and climate. Most agree that both play a part, and that the interesting question is how they interact.
-
-On a clear night far from the city, you can see a few thousand stars with the naked eye. The band of the Milky Way stretches across the sky, made of the light of billions of stars too faint to see one by one. Some of the points of light are planets, which move slowly against the background over weeks and months. Astronomers measure the distances to the nearest stars by watching how they shift as the Earth moves around the Sun, a method called parallax.
-
-Learning a new language as an adult takes patience. At first every sentence is a puzzle, and conversations are exhausting. After a few months, common phrases start to come without effort, and you begin to understand the jokes. The best advice is to practise a little every day, to read things you enjoy, and not to be afraid of making mistakes, because mistakes are how the brain learns what works.
-"""
+#: text written for the quality measurement (818 SmolLM2 tokens; no download)
+_PARAGRAPHS = (
+    ('The old lighthouse stood at the end of a narrow spit of land, where the river met the '
+     'sea. For more than a hundred years its keepers had climbed the spiral stairs every '
+     'evening to light the lamp, and every morning they had climbed them again to put it out. '
+     'The last keeper, a quiet woman named Margaret, kept a logbook in which she wrote down '
+     'the weather, the ships that passed, and the birds that rested on the gallery rail. When '
+     'the light was finally automated, she moved to a small house in the village, but she '
+     'still walked out to the point each day to watch the tide come in.'),
+    ('In the village, people said that Margaret knew the sea better than anyone. Fishermen '
+     'asked her whether a storm was coming, and she would look at the sky, at the colour of '
+     'the water and at the way the gulls were flying, and give them an answer. She was rarely '
+     'wrong. Children liked to visit her because she told stories about shipwrecks, smugglers '
+     'and the great flood of the winter when the harbour wall broke.'),
+    ('Computers work in a similar way to a very patient clerk. A program is a list of '
+     'instructions, and the processor reads them one at a time, fetching numbers from memory, '
+     'adding or multiplying them, and writing the results back. Modern processors are fast '
+     'because they do many of these steps at once and because they keep the data they need in '
+     'small, quick memories called caches. When the data is not in a cache, the processor must'
+     ' wait for the main memory, and that wait can be hundreds of times longer than an '
+     'addition.'),
+    ('This is why engineers have started to build accelerators that compute inside the memory '
+     'itself. Instead of moving every weight of a neural network across a bus, the '
+     'multiplication happens where the weight is stored. A large language model needs billions'
+     ' of such multiplications for every word it produces, so the savings in energy and time '
+     'can be large. The difficulty is that memory arrays are simple and regular, while '
+     'programs are complicated, so the controller that feeds the arrays must be clever about '
+     'scheduling.'),
+    ('The recipe for a simple bread needs only flour, water, salt and yeast. Mix the flour and'
+     ' the salt in a large bowl, dissolve the yeast in warm water, and pour it in. Stir until '
+     'the dough comes together, then knead it on a floured table for about ten minutes, until '
+     'it is smooth and elastic. Leave it in a warm place, covered with a cloth, until it has '
+     'doubled in size. Shape it into a loaf, let it rise again, and bake it in a hot oven for '
+     'forty minutes. The bread is done when it sounds hollow if you tap the bottom.'),
+    ('History is full of small decisions that changed large events. A letter that arrived a '
+     'day late, a bridge that was left standing, a storm that scattered a fleet: each of these'
+     ' has altered the course of a war or the fate of a country. Historians argue about how '
+     'much individuals matter compared with the slow forces of economics, geography and '
+     'climate. Most agree that both play a part, and that the interesting question is how they'
+     ' interact.'),
+    ('On a clear night far from the city, you can see a few thousand stars with the naked eye.'
+     ' The band of the Milky Way stretches across the sky, made of the light of billions of '
+     'stars too faint to see one by one. Some of the points of light are planets, which move '
+     'slowly against the background over weeks and months. Astronomers measure the distances '
+     'to the nearest stars by watching how they shift as the Earth moves around the Sun, a '
+     'method called parallax.'),
+    ('Learning a new language as an adult takes patience. At first every sentence is a puzzle,'
+     ' and conversations are exhausting. After a few months, common phrases start to come '
+     'without effort, and you begin to understand the jokes. The best advice is to practise a '
+     'little every day, to read things you enjoy, and not to be afraid of making mistakes, '
+     'because mistakes are how the brain learns what works.'),
+)
+EVAL_TEXT = "\n\n".join(_PARAGRAPHS) + "\n"

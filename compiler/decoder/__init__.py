@@ -32,9 +32,10 @@ def smollm2_module() -> ModuleParams:
 
 
 def ci_module() -> ModuleParams:
-    """A small module for RTL runs: 2 channels x 4 banks of 64 x 64 INT8 macros with 8 sets
-    (32 pages per channel); a layer's weights are streamed through a ring of 2 sets per
-    bank every step, the KV cache is resident."""
-    mp = MacroParams(n_in=64, n_out=64, w_bits=8, x_bits=8, n_sets=8, n_acc=8, tree_stages=1)
-    return ModuleParams(ChannelParams(mp, n_banks=4, n_gbuf=8, q_depth=8), n_ch=2,
-                        n_vpages=64, n_req=2, fifo_depth=16, loop_len=8)
+    """A small module for RTL runs: 4 channels x 2 banks of 16 x 16 INT8 macros with 64 sets
+    (128 pages of 256 B per channel; small enough to Verilate in minutes).  A layer's
+    weights are streamed through a ring of 2 sets per bank every step; the KV cache of a
+    few hundred tokens (TCP) is resident."""
+    mp = MacroParams(n_in=16, n_out=16, w_bits=8, x_bits=8, n_sets=64, n_acc=8, tree_stages=1)
+    return ModuleParams(ChannelParams(mp, n_banks=2, n_gbuf=8, q_depth=8), n_ch=4,
+                        n_vpages=256, n_req=2, fifo_depth=16, loop_len=8)

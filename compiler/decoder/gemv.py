@@ -222,15 +222,19 @@ def gemv_words(p: ModuleParams, plan: GemvPlan, xq, W, ctr: Counters, phase: str
     (weight codes) is needed only when streamed (None: zero data, for timing).
 
     Units run in rounds whose OBuf entries fit in half the OBuf (the two halves alternate
-    between rounds, so a round's MACs do not wait for the previous round's RD_OUTs); each
-    round writes the input chunks its units need."""
+    between rounds, so a round's MACs do not wait for the previous round's RD_OUTs) and,
+    streamed, whose pages of one chunk fit the bank's ring (all of a chunk's WR_Ws precede its
+    MACs); each round writes the input chunks its units need."""
     cp, m = p.channel, p.channel.macro
     E, G, NI = m.n_acc, cp.n_gbuf, m.n_in
     xd = split_digits(np.asarray(xq, dtype=np.int64), plan.digits, m.x_bits)   # [digits, K]
     enc = host_encoder(p)
     words, reads = [], {c: [] for c in range(p.n_ch)}
     mask = plan.mask
-    for rnd in _rounds(plan, (E // 2) // plan.digits):
+    cap = (E // 2) // plan.digits
+    if not plan.resident:       # a round's chunk pages of one bank must not reuse a ring set
+        cap = min(cap, min(len(r) for r in plan.ring.values()))
+    for rnd in _rounds(plan, cap):
         local, cnt = {}, {}
         for u in rnd:
             b = plan.unit_bank[u]
@@ -256,27 +260,31 @@ def gemv_words(p: ModuleParams, plan: GemvPlan, xq, W, ctr: Counters, phase: str
                     gs[(pt, j)] = g
                     words.append(enc(HostOp.WR_INP, chmask=mask, g=g,
                                      data=pack_vec(tile, m.x_bits)))
+            vps = {}
             for u in rnd:
                 s, pt = divmod(u, plan.kp)
                 k = pt * plan.kc + i
                 if k >= plan.kt:
                     continue
                 if plan.resident:
-                    vp = plan.unit_vps[u][i]
+                    vps[u] = plan.unit_vps[u][i]
+                    continue
+                b = plan.unit_bank[u]
+                ring = plan.ring[b]
+                n = ctr.ring.get(b, 0)
+                ctr.ring[b] = n + 1
+                vps[u] = vp = ring[n % len(ring)]
+                if W is None:
+                    for c in range(p.n_ch):
+                        if plan.slot_mask[s] >> c & 1:
+                            words += wr_w_words(p, 1 << c, plan.rid, vp,
+                                                [0] * min(NI, plan.K - k * NI))
                 else:
-                    b = plan.unit_bank[u]
-                    ring = plan.ring[b]
-                    n = ctr.ring.get(b, 0)
-                    ctr.ring[b] = n + 1
-                    vp = ring[n % len(ring)]
-                    if W is None:
-                        for c in range(p.n_ch):
-                            if plan.slot_mask[s] >> c & 1:
-                                words += wr_w_words(p, 1 << c, plan.rid, vp,
-                                                    [0] * min(NI, plan.K - k * NI))
-                    else:
-                        words += tile_writes(p, plan, W, s, k, vp)
-                for j in range(plan.digits):
+                    words += tile_writes(p, plan, W, s, k, vp)
+            # digit-major: consecutive MACs go to different banks (DCS overlaps them)
+            for j in range(plan.digits):
+                for u, vp in vps.items():
+                    s, pt = divmod(u, plan.kp)
                     words.append(enc(HostOp.MAC, chmask=plan.slot_mask[s], rid=plan.rid,
                                      vp=vp, g=gs[(pt, j)], o=o_of(u, j), acc=int(i > 0)))
         for u in rnd:

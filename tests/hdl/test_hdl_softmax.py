@@ -14,7 +14,7 @@ import random
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import ClockDomain, Module
+from amaranth.hdl import Cat, ClockDomain, Module, Signal
 from amaranth.sim import Simulator
 
 from cimphony.compat import silence_unused
@@ -38,7 +38,10 @@ PTALL = SoftmaxParams(score_bits=20, n_lanes=8, tile=2, max_context=32, n_part=1
                       mul_bits=10, frac_bits=5, int_bits=7, table_bits=5, exp_bits=14)
 # the default numbers with few lanes (worked example in two beats)
 PNUM = SoftmaxParams(n_lanes=2, tile=4, max_context=32, n_part=2)
-CONFIGS = {"p4": P4, "wide": PWIDE, "tall": PTALL, "num": PNUM}
+# 8 partitions of 2 tokens, the narrowest numbers, QS = 5
+P8 = SoftmaxParams(score_bits=10, n_lanes=2, tile=2, max_context=16, n_part=8, mul_bits=8,
+                   frac_bits=4, int_bits=4, table_bits=2, exp_bits=8, prob_max=5)
+CONFIGS = {"p4": P4, "wide": PWIDE, "tall": PTALL, "num": PNUM, "p8": P8}
 
 
 # ------------------------------------------------------------------ contract arithmetic
@@ -354,28 +357,33 @@ def _exp_numpy(p, d, table=None):
     return np.where(k >= 62, 0, (E + ((np.int64(1) << ks) >> 1)) >> ks)
 
 
-def exp_sweep(p, lanes=256, table=None, stride=1):
-    """Every d = 0, stride, .. < 2**XW through ExpLanes(p, lanes); returns (d, e) arrays."""
-    XW = p.x_bits
+def exp_sweep(p, lanes=32, table=None, stride=1):
+    """Every d = 0, stride, .. < 2**XW through ExpLanes(p, lanes); returns (d, e) arrays.
+    (The lanes are driven and read as one packed word each: one set and one get per step.)"""
+    XW, EW = p.x_bits, p.exp_bits
     ds = np.arange(0, 1 << XW, stride, dtype=np.int64)
     ds = np.concatenate([ds, np.full((-len(ds)) % lanes, (1 << XW) - 1, dtype=np.int64)])
     dut = ExpLanes(p, lanes, table=table)
-    out = np.zeros_like(ds)
-    sim = Simulator(dut)
+    top = Module()
+    top.submodules.dut = dut
+    d_all, e_all = Signal(XW * lanes), Signal((EW + 1) * lanes)
+    top.d.comb += [dut.d[i].eq(d_all[i * XW:(i + 1) * XW]) for i in range(lanes)]
+    top.d.comb += e_all.eq(Cat(*dut.e))
+    out = []
+    sim = Simulator(top)
 
     async def tb(ctx):
         for b in range(0, len(ds), lanes):
-            for i in range(lanes):
-                ctx.set(dut.d[i], int(ds[b + i]))
-            for i in range(lanes):
-                out[b + i] = ctx.get(dut.e[i])
+            ctx.set(d_all, sum(int(v) << (i * XW) for i, v in enumerate(ds[b:b + lanes])))
+            w = ctx.get(e_all)
+            out.extend((w >> (i * (EW + 1))) & ((1 << (EW + 1)) - 1) for i in range(lanes))
 
     sim.add_testbench(tb)
     sim.run()
-    return ds, out
+    return ds, np.array(out, dtype=np.int64)
 
 
-@pytest.mark.parametrize("name", ["default", "p4", "wide", "tall"])
+@pytest.mark.parametrize("name", ["default", "p4", "wide", "tall", "p8"])
 def test_exp_unit_whole_range(name):
     """e(d) for every XW-bit d equals the contract's formula; e(0) = 2**EW, e is
     non-increasing, and within the contract's 1.52 LSB of 2**EW * 2**(-d / 2**FB) (the
@@ -550,55 +558,74 @@ def test_timing_back_to_back(p, plog2, dig, T):
 
 
 def check_slow_consumer(p, seed, fault=None):
-    """prob.ready and res.ready random: a tile waits in the register (payload stable), the
-    next one is valid in the cycle after a transfer (rule 3: computed in the transfer
-    cycle); the result waits with st DONE and the next CFG is held until the cycle after
-    the res transfer; the data are unchanged."""
+    """prob.ready and res.ready random, the next head's CFG and beats offered all along: a
+    tile waits in the register (payload stable); in every EMIT cycle with the register free
+    a tile is computed (valid in the next cycle, so emission resumes in the cycle a tile is
+    taken), K of them, then DONE; the result waits with st DONE, the next CFG is accepted
+    exactly in the cycle after the res transfer, its beats wait until then; the data are
+    the contract's."""
     rng = random.Random(seed)
     plog2, dig, T = 1, 1, 11
+    B, K = n_beats(p, T, plog2), n_tiles(p, T, plog2, dig)
     s = rand_scores(rng, p, T, 8)
     mul, sh = scale_for(p, 8)
     cmd = cfg_encode(p, mul, sh, plog2, 0, T, dig)
-    pr = [int(rng.random() < 0.4) for _ in range(400)]
-    rr = [int(rng.random() < 0.2) for _ in range(400)]
+    beats = head_beats(p, s, plog2, rng=rng)
+    pr = [int(rng.random() < 0.4) for _ in range(600)]
+    rr = [int(rng.random() < 0.2) for _ in range(600)]
 
     async def body(u):
-        t0, _ = await u.head(cmd, head_beats(p, s, plog2, rng=rng),
-                             prob_ready=lambda c: pr[c], res_ready=lambda c: rr[c])
+        acc_c, acc_b, bi = [], [], 0
+        for c in range(600):
+            nxt = beats[bi % B] if bi < 2 * B else None
+            fc, fb = await u.step(cmd if len(acc_c) < 2 else None, nxt, pr[c], rr[c])
+            acc_c += [c] if fc else []
+            if fb:
+                acc_b.append(c)
+                bi += 1
+            if len(acc_c) == 2 and c > acc_c[1]:
+                break
+        t0, t1 = acc_c
+        assert acc_b == [t0 + 1 + i for i in range(B)] + [t1 + 1]
         log = u.log
-        for c in range(t0, len(log) - 1):
+        assert log[t0 + B + 3]["prob_valid"] and log[t0 + B + 2]["st"] == SmState.EMIT
+        computed = 0
+        for c in range(t0, t1):
             a, b = log[c], log[c + 1]
             if a["prob_valid"] and not a["prob_ready"]:
                 assert b["prob_valid"] and b["prob_payload"] == a["prob_payload"], c
             if a["res_valid"] and not a["res_ready"]:
                 assert b["res_valid"] and b["res_payload"] == a["res_payload"], c
                 assert a["st"] == b["st"] == SmState.DONE
-            # a free register while in EMIT: a tile is computed, valid in the next cycle
-            if a["st"] == SmState.EMIT and (not a["prob_valid"] or a["prob_ready"]):
-                assert b["prob_valid"] and b["prob_payload"] != 0 or b["st"] == SmState.DONE
-            if a["st"] == SmState.DONE and a["res_valid"] and a["res_ready"]:
-                assert b["st"] == SmState.IDLE and b["cmd_ready"] == 1
-        # with a second CFG waiting: accepted exactly in the cycle after the res transfer
+            if a["st"] == SmState.EMIT:
+                if not a["prob_valid"] or a["prob_ready"]:
+                    computed += 1
+                    assert b["prob_valid"], c
+                    assert b["st"] == (SmState.DONE if computed == K else SmState.EMIT)
+                    assert b["res_valid"] == (computed == K)
+                else:
+                    assert b["st"] == SmState.EMIT and not b["res_valid"]
+            if a["prob_valid"] and a["prob_ready"] and a["st"] == SmState.EMIT:
+                assert b["prob_payload"] != a["prob_payload"], c      # the next tile
+        assert computed == K
         t_res = u.results()[-1][0]
-        assert all(o["st"] == SmState.DONE for o in log[t_res - 0:t_res + 1])
-        check_head(u, p, s, mul, sh, plog2, dig)
-        c1 = u.cycle
-        for _ in range(3):
-            await u.step(cmd)
-        assert u.log[c1]["cmd_ready"] == 1
+        assert t1 == t_res + 1 and log[t_res]["st"] == SmState.DONE
+        assert log[t1]["st"] == SmState.IDLE
+        check_head(u, p, s, mul, sh, plog2, dig, t_to=t1)
 
     run(p, body, fault)
 
 
-@pytest.mark.parametrize("name", ["p4", "wide"])
+@pytest.mark.parametrize("name", ["p4", "wide", "p8"])
 def test_timing_slow_consumer(name, seed):
     check_slow_consumer(CONFIGS[name], seed)
 
 
 def test_cfg_held_until_res_taken():
     """A legal CFG offered during the head is not ready until st = IDLE (after the res
-    transfer; res.ready held low for a while), while malformed commands and ABORT are
-    ready in every state; beats of the next head wait (in.ready 0) behind the emission."""
+    transfer; res.ready held low for the first 4 cycles of DONE), while the next head's beat
+    waits (in.ready 0) behind the emission; then a malformed CFG and an ABORT are ready in
+    INGEST, a legal CFG is not."""
     p = P4
     s1, s2 = [3, -7, 100, 5, 9], [1, 2, 3, 4, 5, 6]
     c1, c2 = cfg_encode(p, 200, 4, 0, 0, 5), cfg_encode(p, 200, 4, 0, 0, 6)
@@ -608,32 +635,21 @@ def test_cfg_held_until_res_taken():
         await u.step(c1)
         for b in head_beats(p, s1):
             await u.step(c2, b)
-        sts = []
-        while True:
+        n_done = 0
+        for _ in range(30):
             c = u.cycle
-            # CFG 2 and head 2's first beat offered; res not taken for 4 cycles of DONE
-            fc, fb = await u.step(c2, head_beats(p, s2)[0],
-                                  res_ready=int(u.log[-1]["st"] == SmState.DONE
-                                                and sum(st == SmState.DONE
-                                                        for st in sts) >= 4))
-            sts.append(u.log[-1]["st"])
-            # ready computed from registers only: same with valid low
-            u.ctx.set(u.dut.cmd.valid, 0)
+            n_done += u.ctx.get(u.dut.st) == SmState.DONE
+            fc, fb = await u.step(c2, head_beats(p, s2)[0], res_ready=int(n_done > 4))
             assert not fb
             if fc:
                 break
             assert u.log[-1]["cmd_ready"] == (u.log[-1]["st"] == SmState.IDLE)
-        assert u.log[c]["st"] == SmState.IDLE and u.log[c - 1]["st"] == SmState.DONE
-        assert sts.count(SmState.DONE) == 5
-        # in every state: a malformed CFG and an ABORT are ready
-        for st in (SmState.INGEST,):
-            assert u.log[-1]["st"] == SmState.IDLE
-            await u.step(bad, cmd_valid=0)
-            assert u.log[-1]["cmd_ready"] == 1 and u.log[-1]["st"] == st
-            await u.step(abort_word(p), cmd_valid=0)
-            assert u.log[-1]["cmd_ready"] == 1
-            await u.step(c2, cmd_valid=0)
-            assert u.log[-1]["cmd_ready"] == 0
+        assert fc and u.log[c]["st"] == SmState.IDLE and u.log[c - 1]["st"] == SmState.DONE
+        assert n_done == 5 and u.results()[-1][0] == c - 1
+        check_head(u, p, s1, 200, 4)
+        for w, ready in ((bad, 1), (abort_word(p), 1), (c2, 0)):
+            await u.step(w, cmd_valid=0)
+            assert u.log[-1]["st"] == SmState.INGEST and u.log[-1]["cmd_ready"] == ready
 
     run(p, body)
 
@@ -957,7 +973,7 @@ def test_checks_catch_fault(fault):
 
 # ------------------------------------------------------------------ Verilog
 @pytest.mark.verilator
-@pytest.mark.parametrize("name", ["p4", "wide", "tall"])
+@pytest.mark.parametrize("name", ["p4", "wide", "tall", "p8"])
 def test_verilog_lint(name, tmp_path):
     """Converts with amaranth.back.verilog (ports: the signature's), lints clean with
     ``verilator --lint-only -Wall`` and hdl/waivers.vlt only."""
@@ -981,8 +997,8 @@ def _rand_cmd(rng, p):
     if u < 0.04:
         return _cmd(p, rng.randrange(2, 4), count=rng.randrange(1 << 16),
                     mul=rng.randrange(1 << p.mul_bits))
-    if u < 0.08:
-        return abort_word(p) | (rng.getrandbits(40) << 2)       # fields ignored
+    if u < 0.14:
+        return abort_word(p) | (rng.getrandbits(width(cmd_fields(p)) - 2) << 2)  # ignored
     plog2 = rng.randrange(p.plog2_max + 1) if rng.random() < 0.9 else rng.randrange(4)
     P = 1 << plog2
     chan0 = rng.randrange(9 - P) if rng.random() < 0.9 else rng.randrange(8)
@@ -993,13 +1009,13 @@ def _rand_cmd(rng, p):
                       rng.randrange(2))
 
 
-def differential(name, seed, n_cycles, fault=None, table=None):
-    """Lockstep of SoftmaxUnit(CONFIGS[name], fault) and model.softmax.SoftmaxModel on a
+def differential(name, seed, n_cycles, fault=None, table=None, configs=None):
+    """Lockstep of SoftmaxUnit(configs[name], fault) and model.softmax.SoftmaxModel on a
     random stream (random commands, malformed ones, ABORT, the beats of each head in a
     random interleave with bad and extra beats, random valid gaps and backpressure,
     resets): AssertionError naming the cycle and the outputs at the first difference."""
     from model.softmax import SoftmaxModel
-    p = CONFIGS[name]
+    p = (configs or CONFIGS)[name]
     model = SoftmaxModel(p, table=table)
     rng = random.Random(seed)
     keys = Unit.OUTS
@@ -1089,3 +1105,11 @@ def test_differential_catches_fault(seed):
     bad = list(exp_table(P4))
     bad[1 << (P4.table_bits - 1)] += 1
     differential("p4", seed, 1500, fault="exp_entry", table=bad)
+
+
+def test_differential_default_params(seed):
+    """The same lockstep at the default parameters (64 lanes, N = 4096, heads of up to 4096
+    tokens), a short stream."""
+    CONFIGS_DEF = dict(CONFIGS, default=DEF)
+    stats = differential("default", seed, 1500, configs=CONFIGS_DEF)
+    assert stats["res"] >= 1 and stats["tiles"] >= 10

@@ -143,3 +143,21 @@ def test_does_not_fit_json_says_so(capsys):
     r = json.loads(out)
     assert r["status"].startswith("does not fit") and "pim_s" not in r
     assert (r["system"], r["ctx"]) == ("dimc-whatif", 4096)
+
+
+def test_dynamic_energy_per_token_of_a_batch(capsys):
+    """Two requests on one DIMC rank (dimc-whatif: no static power is sourced): the MAC energy
+    per token is the simulated page-MACs x 64 x 64 MACs x 2 ops x 11 fJ / 2 tokens."""
+    rc, out, err = _point(["--system", "dimc-whatif", "--channels", "32", "--context", "1024",
+                           "--batch", "2", "--json"], capsys)
+    assert rc == 0, err
+    r = json.loads(out)
+    assert (r["batch"], r["micro_batch"], r["ranks"]) == (2, 2, 1)
+    e = r["energy"]["components"]
+    mac = r["sim_stats"]["mac"] * 64 * 64 * 2 * 11e-15 / 2
+    assert e["MAC (DCIM_OP x 2 x n_in x n_out)"]["j"] == pytest.approx(mac, rel=1e-12)
+    assert r["energy"]["static_j"] == 0
+    # at least every real MAC of a token of the smaller request: weights + attention
+    cfg = L.load_config("llama-3.1-8b")
+    assert e["MAC (DCIM_OP x 2 x n_in x n_out)"]["j"] >= \
+        cfg.macs_per_token(1) * 2 * 11e-15

@@ -21,6 +21,7 @@ from compiler.decoder import (ORDER, LayerProgram, LayerShape, ModuleSession,  #
                               quantise_acts, quantise_kv, smollm2_module, split_digits,
                               step_cycles)
 from compiler.decoder.numerics import wrap  # noqa: E402
+from spec.isa import ChannelParams, ModuleParams  # noqa: E402
 from spec.params import MacroParams  # noqa: E402
 from workloads.gguf_model import load_gguf  # noqa: E402
 from workloads.smollm2 import FloatDecoder  # noqa: E402
@@ -114,7 +115,7 @@ def test_layer_program_bit_exact_and_timed(seed, partition, alloc, loop, digits,
     rng = np.random.default_rng(seed)
     p = ci_module()
     lp = LayerProgram(p, TINY, partition=partition, alloc=alloc, loop=loop, digits=digits,
-                      max_context=300)
+                      max_context=160)
     lp.load({g: rng.integers(-127, 128, TINY.dims(g)) for g in ORDER})
     hist = quantise_kv(rng.normal(size=(2, T0, 64)), rng.normal(size=(2, T0, 64)))
     lp.kv.preload(*hist)
@@ -138,11 +139,14 @@ def test_layer_program_bit_exact_and_timed(seed, partition, alloc, loop, digits,
 # ---- the real model --------------------------------------------------------------------------
 def test_layer0_step_on_module_model_equals_fast_path(model):
     """Layer 0 of SmolLM2, one decode step (every GEMV tile, the KV append, QK^T and SV over
-    the 5-token context) on the cycle-exact module model (CI module, weights streamed; the
-    module joins with the cached K/V), checked by the decoder against the fast path; the
-    performance model times the step exactly."""
-    dec = PimDecoder(model, max_context=64, params=ci_module(), golden_layers=[0],
-                     golden_from=4, timing_from=4)
+    the 5-token context) on the cycle-exact module model (a small module of 64 x 64 macros,
+    weights streamed; the module joins with the cached K/V), checked by the decoder against
+    the fast path; the performance model times the step exactly."""
+    mp = MacroParams(n_in=64, n_out=64, w_bits=8, x_bits=8, n_sets=8, n_acc=8)
+    small = ModuleParams(ChannelParams(mp, n_banks=4, n_gbuf=8), n_ch=2, n_vpages=64, n_req=2,
+                         fifo_depth=16)
+    dec = PimDecoder(model, max_context=64, params=small, golden_layers=[0], golden_from=4,
+                     timing_from=4)
     assert dec.mode == "streamed"
     dec.prefill(model.encode("The capital of France is a city")[:5])
     assert [list(r.get("golden", ())) for r in dec.step_log] == [[]] * 4 + [[0]]

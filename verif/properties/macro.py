@@ -30,6 +30,7 @@ from __future__ import annotations
 from amaranth.hdl import (Array, Assert, Assume, Cat, Cover, Elaboratable, Module, Mux,
                           ResetSignal, Signal, signed)
 
+from cimphony.compat import silence_unused
 from hdl.macro import DimcMacro
 from spec.params import MacroErr, MacroParams
 
@@ -50,10 +51,14 @@ class MacroHarness(Elaboratable):
         Passed to DimcMacro (``"sign_add"``: a broken datapath).
     latency_offset : int
         Added to the asserted latency (0 for the contract).
+    reference : str
+        How the reference computes the dot product (``horner`` or ``mul``, :meth:`_dot`).
     """
 
     def __init__(self, params: MacroParams, props=("ready", "result", "err"), *,
-                 fault: str | None = None, latency_offset: int = 0):
+                 fault: str | None = None, latency_offset: int = 0,
+                 reference: str = "horner"):
+        silence_unused(self)              # not an unused design if the checks below raise
         if not isinstance(params, MacroParams):
             raise ValueError(f"MacroHarness: params={params!r} is not a MacroParams")
         props = tuple(props)
@@ -63,7 +68,12 @@ class MacroHarness(Elaboratable):
                              f"{', '.join(PROPS)}")
         if type(latency_offset) is not int:
             raise ValueError(f"MacroHarness: latency_offset={latency_offset!r} is not an int")
+        if reference not in ("horner", "mul"):
+            raise ValueError(f"MacroHarness: reference={reference!r} is not 'horner' or "
+                             "'mul'")
+        silence_unused(self, False)
         self.params, self.props, self.fault = params, props, fault
+        self.reference = reference
         self.latency_offset = latency_offset
         self.dut = DimcMacro(params, fault=fault)
         d = self.dut
@@ -154,6 +164,26 @@ class MacroHarness(Elaboratable):
                          Cover(~rst & beat & self._acc_beat, "accumulating result beat")]
         return m
 
+    def _dot(self, xs, ws):
+        """Signed dot product of input codes ``xs`` (two's complement, ``x_bits`` each) with
+        signed weights ``ws``.  ``reference="horner"``: the contract's formula evaluated in one
+        cycle, MSB first, ``acc = -p[X-1]``, then ``acc = 2*acc + p[k]`` with ``p[k]`` the sum
+        of the weights whose input has bit k set; ``"mul"``: ``sum(x * w)``, the same number
+        (the golden model checks the identity against numpy), whose equivalence with the
+        bit-serial datapath the SAT solver does not close in minutes even for 2 x 1."""
+        X = self.params.x_bits
+        if self.reference == "mul":
+            prods = [x.as_signed() * w for x, w in zip(xs, ws)]
+            return sum(prods[1:], prods[0])
+
+        def p(k):
+            t = [Mux(x[k], w, 0) for x, w in zip(xs, ws)]
+            return sum(t[1:], t[0])
+        acc = -p(X - 1)
+        for k in range(X - 2, -1, -1):
+            acc = acc.shift_left(1) + p(k)
+        return acc
+
     def _results(self, m, accept, beat, w_next, rx, rset, racc, rdst):
         """Two-entry FIFO of (dot products, acc, dst) pushed at accept, popped at each new
         beat, whose prediction is asserted; shadow result file y[E]."""
@@ -161,13 +191,10 @@ class MacroHarness(Elaboratable):
         N, C, E, X, WB, A = p.n_in, p.n_out, p.n_acc, p.x_bits, p.w_bits, p.acc_width
         dot = []
         for c in range(C):
-            terms = []
-            for r in range(N):
-                w = Array(w_next[s][r] for s in range(p.n_sets))[rset]
-                terms.append(rx[r * X:(r + 1) * X].as_signed()
-                             * w[c * WB:(c + 1) * WB].as_signed())
+            ws = [Array(w_next[s][r] for s in range(p.n_sets))[rset][c * WB:(c + 1) * WB]
+                  .as_signed() for r in range(N)]
             t = Signal(signed(A), name=f"ref_dot_c{c}")
-            m.d.comb += t.eq(sum(terms[1:], terms[0]))
+            m.d.comb += t.eq(self._dot([rx[r * X:(r + 1) * X] for r in range(N)], ws))
             dot.append(t)
         ent_w = C * A + 1 + p.dst_bits
         new = Signal(ent_w)

@@ -42,17 +42,15 @@ def _get(obj, path):
     return obj
 
 
-def free_inputs(m: Module, dut: wiring.Component) -> list[Signal]:
-    """Drive every input port of ``dut`` from a new free signal (returned: the harness's
-    ports, named after the dut's port path)."""
-    ports = []
+def free_inputs(dut: wiring.Component) -> list[tuple[Value, Signal]]:
+    """[(input port of ``dut``, a new signal to drive it from)]: the new signals are the
+    harness's free ports, named after the dut's port path."""
+    pairs = []
     for path, member, value in dut.signature.flatten(dut):
         if member.flow == wiring.In:
             v = Value.cast(value)
-            s = Signal(v.shape(), name="in_" + "_".join(str(p) for p in path))
-            m.d.comb += v.eq(s)
-            ports.append(s)
-    return ports
+            pairs.append((v, Signal(v.shape(), name="in_" + "_".join(str(p) for p in path))))
+    return pairs
 
 
 class StreamHarness(Elaboratable):
@@ -70,7 +68,8 @@ class StreamHarness(Elaboratable):
         if not isinstance(dut, wiring.Component):
             raise ValueError(f"StreamHarness: dut={dut!r} is not a wiring.Component")
         self.dut, self.assume = dut, assume
-        self.ports: list[Signal] = []
+        self._inputs = free_inputs(dut)
+        self.ports: list[Signal] = [s for _, s in self._inputs]
         self.streams = [p for p, f, _ in stream_members(dut.signature) if f == wiring.Out]
         if not self.streams:
             raise ValueError(f"StreamHarness: {type(dut).__name__} has no output stream")
@@ -79,7 +78,7 @@ class StreamHarness(Elaboratable):
         from amaranth.hdl import Assert
         m = Module()
         m.submodules.dut = dut = self.dut
-        self.ports = free_inputs(m, dut)
+        m.d.comb += [v.eq(s) for v, s in self._inputs]
         if self.assume is not None:
             self.assume(m, dut)
         for path in self.streams:
