@@ -184,11 +184,13 @@ def _toggle_bits(pts: list[Point]) -> dict[tuple, list[int]]:
 
 
 def summarize(data: Mapping[str, int], *, known: Iterable[str] = (),
-              scaffold: Iterable[str] = SCAFFOLD, holes: int = 20) -> dict:
+              scaffold: Iterable[str] = SCAFFOLD, holes: int = 20,
+              by_build: bool = True) -> dict:
     """Per component and kind: ``{"components": {comp: {kind: {hit, total, pct}}}, "holes":
     {comp: {kind: [up to ``holes`` unhit points, "file:line what"]}}, "modules": {comp: [...]}}``.
 
     ``known``: component names for :func:`component_of`; modules in ``scaffold`` are left out.
+    ``builds`` (``by_build``) holds the components' figures per build directory.
     ``pct`` is None for a kind with no points.
     """
     known, scaffold = list(known), set(scaffold)
@@ -224,7 +226,19 @@ def summarize(data: Mapping[str, int], *, known: Iterable[str] = (),
                                  "pct": round(100.0 * hit / total, 2) if total else None}
             gaps[comp][kind] = miss[:holes]
     return {"components": comps, "holes": gaps,
-            "modules": {c: sorted(m) for c, m in sorted(modules.items())}}
+            "modules": {c: sorted(m) for c, m in sorted(modules.items())},
+            "builds": _by_build(data, known, scaffold) if by_build else {}}
+
+
+def _by_build(data, known, scaffold) -> dict:
+    """The same summary per build (the directory of a point's source file, e.g.
+    ``macro_i16_..._cov``), without holes: a component tested alone vs inside another."""
+    groups: dict[str, dict] = defaultdict(dict)
+    for k, v in data.items():
+        f = _pairs(k).get("f", "")
+        groups[Path(f).parent.name or f][k] = v
+    return {b: summarize(d, known=known, scaffold=scaffold, holes=0,
+                         by_build=False)["components"] for b, d in sorted(groups.items())}
 
 
 def lcov_text(data: Mapping[str, int], *, test_name: str = "cimphony",
