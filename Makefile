@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 help:
 	@echo "make test       every test (model, RTL lockstep on Verilator, real-LLM workloads), JOBS=n in parallel"
 	@echo "make test-fast  the tests that build no Verilator model (< 2 min)"
-	@echo "make demo       MiniLM layer-0 QKV through the RTL in lockstep; build/demo/summary.json"
+	@echo "make demo       SmolLM2 generates text on the accelerator (RTL layer step in lockstep); build/demo/summary.json"
 	@echo "make verilog    build/verilog/<top>.v + port maps, linted with verilator -Wall"
 	@echo "make bench      simulation speed and controller measurements; build/bench/"
 	@echo "make perf       system performance model, 4K..1M tokens; build/perf/report.md"
@@ -40,7 +40,7 @@ test-fast: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(VPY) -m pytest -n $(JOBS) -m "not verilator" tests
 
 demo: $(STAMP)
-	$(CIM) demo $(DEMO_ARGS)
+	OPENBLAS_NUM_THREADS=1 $(CIM) demo $(DEMO_ARGS)
 
 verilog: $(STAMP)
 	$(CIM) verilog --out build/verilog --lint $(VERILOG_ARGS)

@@ -11,8 +11,8 @@ written as JSON): the texts and ids, the teacher-forced top-1 agreement over the
 positions, cycles per token from the performance model (equal to the golden model's counts),
 modelled tokens/s, and with ``--golden-layers`` / ``--rtl-layers`` the checks of those layers
 against the cycle-exact model / the RTL (``mismatches``).  Malformed options exit 2 before
-the model is loaded; a layer number or length that does not fit the model exits 2 right after
-its metadata is read.
+the model is loaded; a layer number or a length that does not fit the model exits 2 right
+after it is read, before any decoding.
 """
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ def add_arguments(ap) -> None:
                     help="QK^T as a DPA LOOP over the request's token count")
     ap.add_argument("--golden-layers", type=nonneg_int, nargs="+", action=Unique, default=[],
                     metavar="L", help="layers whose every step also runs on the cycle-exact "
-                                      "module model (slow: ~2 s per step and layer)")
+                                      "module model and is checked (slow: ~8 s to load a "
+                                      "layer's weights, ~1 s per step)")
     ap.add_argument("--rtl-layers", type=nonneg_int, nargs="+", action=Unique, default=[],
                     metavar="L", help="layers whose last step runs through the module RTL in "
                                       "lockstep with the golden model (reduced module)")

@@ -31,9 +31,10 @@ def rtl_layer_step(dec, layer: int, params=None, *, seed: int = 0, ready_p: floa
     the KV history of the context, resident weights if they fit) and the step, paced
     (:func:`compiler.host.pace`) and run through the RTL in lockstep with the golden model
     (``lockstep=False``: the golden model alone); ``ready_p``, ``seed``: the output port's
-    seeded ready pattern (backpressure), the same for pacing and the run.  Returns ``ok`` (lockstep), ``mismatches``
-    (lockstep mismatch + results differing from the fast path), ``cycles``, ``wall_s``,
-    ``cycles_per_s``, ``context``, ``macs``, ``mac_utilisation``, ``bad`` and the module tag."""
+    seeded ready pattern (backpressure), the same for pacing and the run.  Returns ``ok``
+    (lockstep), ``mismatches`` (lockstep mismatch + results differing from the fast path),
+    ``cycles``, ``wall_s``, ``cycles_per_s``, ``context``, ``macs``, ``mac_utilisation``,
+    ``bad`` and the module tag."""
     import numpy as np
 
     from compiler.decoder import LayerProgram, ci_module

@@ -115,11 +115,11 @@ def plan_gemv(name: str, N: int, K: int, p: ModuleParams, pages, rid: int, digit
             continue
         if digits > E // 2:
             break
-        if not resident and kp > 1:
-            break                      # streamed: WR_W-bound, one part per slot
         key = (_cost(p, nt, kt, slots, kp, kc, digits, C), kp)
         if best is None or key < best[0]:
             best = (key, kp, kc)
+        if not resident:
+            break                      # streamed: WR_W-bound, the fewest parts that fit
     if best is None:
         raise ValueError(f"n_sets/n_acc/n_gbuf/acc_guard: GEMV {name} [{N}x{K}] with {digits} "
                          f"digit(s) does not fit (n_sets={S}, n_acc={E}, n_gbuf={G}, "
