@@ -100,7 +100,7 @@ def plots(rows, outdir: Path, models=None, contexts=None) -> list[Path]:
         _log_y(ax, "x")
         ax.set_ylabel(("end-to-end", "PIM-only")[i] + " speedup vs baseline")
         ax.set_title(f"{m}: " + ("end to end (host + link)", "PIM time only")[i], fontsize=9)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper left")
 
     def throughput(ax, i, m):
         k = ("tokens_per_s", "pim_tokens_per_s")[i]

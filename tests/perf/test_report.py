@@ -177,7 +177,8 @@ def _row(system, policy, ctx, tps, pim_tps, batch=2, token_s=0.01, host=0.001, l
 
 
 def test_speedups_goal_and_sentences():
-    rows = [_row("aim", "baseline", 4096, 10.0, 20.0, batch=2, token_s=0.2),
+    rows = [dict(_row("aim", "baseline", 4096, 10.0, 20.0, batch=2, token_s=0.2),
+                 mac_utilisation=0.5),
             _row("pimphony", "all", 4096, 150.0, 240.0, batch=6, token_s=0.04),
             _row("aim", "baseline", 32768, 10.0, 20.0),
             dict(status="does not fit: x", system="pimphony", policy="all", model="m",
@@ -190,7 +191,8 @@ def test_speedups_goal_and_sentences():
     tab = T.goal_table(g)
     assert "| 15.00x | 12.00x | pass |" in tab and "all: does not fit" in tab
     s = T.goal_sentences(g, cent_faithful=True)[0]
-    assert "at or above 11.3x at 4K" in s and "3.00x more resident requests" in s
+    assert "at or above 11.3x at 4K" in s and "3.00x the resident requests" in s
+    assert "0.20x the baseline's token time" in s and "50% of the bank-cycles" in s
     rows[1]["speedup_pim"] = 11.2
     assert "fail" in T.goal_table(T.goal_rows(rows, ["m"], [4096]))
     assert "below 11.3x" in T.goal_sentences(T.goal_rows(rows, ["m"], [4096]), False)[0]
