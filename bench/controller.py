@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import results
 from compiler import attention as A
 from compiler.pages import kv_pages
 from model.channel import ChannelModel
@@ -662,14 +662,9 @@ def parts_arg(text: str) -> frozenset[int]:
 def add_arguments(ap, common: bool = True) -> None:
     """Options of ``bench.controller``; ``common``: also ``--seed`` and ``--out`` (which
     ``cimphony bench`` shares between the benches)."""
-    from cimphony.cli import env_default, nonneg_int, out_dir, positive_int
+    from cimphony.cli import positive_int
     if common:
-        from bench.macro import RESULTS_DIR
-        ap.add_argument("--seed", type=nonneg_int, metavar="N",
-                        default=env_default("SEED", DEFAULT_SEED),
-                        help=f"seed (default: $SEED, else {DEFAULT_SEED})")
-        ap.add_argument("--out", type=out_dir, metavar="DIR", default=RESULTS_DIR,
-                        help="output directory")
+        results.add_common(ap, DEFAULT_SEED, "seed")
     ap.add_argument("--parts", type=parts_arg, metavar="1,2,3", default=frozenset(PARTS),
                     help="parts to run, comma-separated subset of 1,2,3 (default: all)")
     ap.add_argument("--chunks", type=positive_int, metavar="N", default=20,
@@ -680,14 +675,11 @@ def add_arguments(ap, common: bool = True) -> None:
 
 def outputs(args) -> list[Path]:
     """Files :func:`run` writes for ``args``."""
-    return [Path(args.out) / "controller.json", Path(args.out) / "controller.md"]
+    return results.outputs(args.out, "controller")
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.controller",
-                                 description=__doc__.splitlines()[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
+    return results.main(argv, "python -m bench.controller", __doc__, add_arguments, run)
 
 
 def run(args) -> int:
@@ -696,7 +688,7 @@ def run(args) -> int:
     print(f"[controller] seed {args.seed} (SEED=n to change), parts {sorted(parts)}", flush=True)
     jpath, mpath = outputs(args)
     jpath.parent.mkdir(parents=True, exist_ok=True)
-    res = json.loads(jpath.read_text()) if jpath.exists() else {}
+    res = results.read_json(jpath)
     res.update(seed=args.seed, host=platform.node(), cpus=os.cpu_count())
     timings = res.setdefault("timings_s", {})
     for k, fn in ((1, lambda: part1(args.seed)), (2, lambda: part2(args.seed)),
@@ -705,16 +697,14 @@ def run(args) -> int:
             t0 = time.perf_counter()
             val = fn()
             # re-read: another invocation (--parts) may have written other parts meanwhile
-            res = {**(json.loads(jpath.read_text()) if jpath.exists() else {}),
+            res = {**results.read_json(jpath),
                    **{k_: v for k_, v in res.items()
                       if not k_.startswith("part") and k_ != "timings_s"}}
             res[f"part{k}"] = val
             timings = res.setdefault("timings_s", {})
             timings[f"part{k}"] = round(time.perf_counter() - t0, 1)
-            jpath.write_text(json.dumps(res, indent=1, default=str) + "\n")
-    md = render(res)
-    mpath.write_text(md + "\n")
-    print(md)
+            results.write_json(jpath, res, indent=1)
+    results.write_md(mpath, render(res))
     print(f"[controller] timings (s): {timings}; wrote {jpath} and {mpath}")
     return 0
 

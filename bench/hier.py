@@ -14,7 +14,6 @@ short lockstep run of ``N`` random host commands against the golden model.  Writ
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -24,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.macro import RESULTS_DIR
+from bench import results
 
 DEFAULT_SEED = 15
 TIME = Path("/usr/bin/time")
@@ -62,13 +61,9 @@ def default_sizes() -> list[tuple[int, int]]:
 
 def add_arguments(ap, common: bool = True) -> None:
     """Options of ``bench.hier``; ``common``: also ``--seed`` and ``--out``."""
-    from cimphony.cli import env_default, nonneg_int, out_dir, positive_int
+    from cimphony.cli import positive_int
     if common:
-        ap.add_argument("--seed", type=nonneg_int, metavar="N",
-                        default=env_default("SEED", DEFAULT_SEED),
-                        help=f"smoke-run seed (default: $SEED, else {DEFAULT_SEED})")
-        ap.add_argument("--out", type=out_dir, metavar="DIR", default=RESULTS_DIR,
-                        help="output directory")
+        results.add_common(ap, DEFAULT_SEED, "smoke-run seed")
     ap.add_argument("--sizes", type=size, nargs="+", metavar="CxB", default=None,
                     help="module sizes, channels x banks (default: 4x4 and 16x16, or the "
                          "largest 16-bank module the spec allows)")
@@ -81,14 +76,11 @@ def add_arguments(ap, common: bool = True) -> None:
 
 def outputs(args) -> list[Path]:
     """Files :func:`run` writes for ``args``."""
-    return [Path(args.out) / "hier.json", Path(args.out) / "hier.md"]
+    return results.outputs(args.out, "hier")
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.hier",
-                                 description=__doc__.splitlines()[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
+    return results.main(argv, "python -m bench.hier", __doc__, add_arguments, run)
 
 
 _BUILD = """
@@ -166,10 +158,8 @@ def run(args) -> int:
     vdir.mkdir(parents=True, exist_ok=True)
     res = {"host": platform.node(), "cpus": os.cpu_count(), "seed": args.seed,
            "smoke_commands": args.smoke, "rows": [_one(c, b, args, vdir) for c, b in sizes]}
-    jpath.write_text(json.dumps(res, indent=2, default=str) + "\n")
-    table = render(res)
-    mpath.write_text(table + "\n")
-    print(table)
+    results.write_json(jpath, res)
+    results.write_md(mpath, render(res))
     print(f"[bench hier] wrote {jpath} and {mpath} (Verilog in {vdir}/)")
     ok = all(r["lint_ok"] and r["build"]["ok"] and r.get("smoke", {}).get("ok")
              for r in res["rows"])

@@ -8,8 +8,6 @@ table.  Targets: trace-compare >= 100k cycles/s, lockstep >= 20k cycles/s.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import sys
@@ -18,13 +16,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bench import results
 from spec.params import MacroParams
 from model.stimulus import Stimulus
 from tb import trace
 from tb.stimgen import random_stimulus
 
-#: default output directory of both benches (relative to the working directory)
-RESULTS_DIR = Path("build/bench")
 DEFAULT_SEED = 2024
 TARGET_TRACE = 100_000
 TARGET_LOCKSTEP = 20_000
@@ -41,13 +38,9 @@ def long_stimulus(p: MacroParams, cycles: int, seed: int):
 def add_arguments(ap, common: bool = True) -> None:
     """Options of ``bench.macro``; ``common``: also ``--seed`` and ``--out`` (which
     ``cimphony bench`` shares between the benches)."""
-    from cimphony.cli import env_default, nonneg_int, out_dir, positive_int
+    from cimphony.cli import positive_int
     if common:
-        ap.add_argument("--seed", type=nonneg_int, metavar="N",
-                        default=env_default("SEED", DEFAULT_SEED),
-                        help=f"stimulus seed (default: $SEED, else {DEFAULT_SEED})")
-        ap.add_argument("--out", type=out_dir, metavar="DIR", default=RESULTS_DIR,
-                        help="output directory")
+        results.add_common(ap, DEFAULT_SEED, "stimulus seed")
     ap.add_argument("--cycles", type=positive_int, metavar="N", default=250_000,
                     help="trace-compare stimulus length (cycles)")
     ap.add_argument("--lockstep-cycles", type=positive_int, metavar="N", default=40_000,
@@ -57,14 +50,11 @@ def add_arguments(ap, common: bool = True) -> None:
 
 def outputs(args) -> list[Path]:
     """Files :func:`run` writes for ``args``."""
-    return [Path(args.out) / "macro.json", Path(args.out) / "macro.md"]
+    return results.outputs(args.out, "macro")
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.macro",
-                                 description=__doc__.splitlines()[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
+    return results.main(argv, "python -m bench.macro", __doc__, add_arguments, run)
 
 
 def run(args) -> int:
@@ -144,11 +134,8 @@ def run(args) -> int:
     bar.close()
 
     jpath, mpath = outputs(args)
-    jpath.parent.mkdir(parents=True, exist_ok=True)
-    jpath.write_text(json.dumps(res, indent=2, default=str) + "\n")
-    table = render(res)
-    mpath.write_text(table + "\n")
-    print(table)
+    results.write_json(jpath, res)
+    results.write_md(mpath, render(res))
     print(f"[bench] wrote {jpath} and {mpath}")
     ok = res["trace_compare"]["ok"] and res["lockstep"].get("ok", True) is not False
     return 0 if ok else 1

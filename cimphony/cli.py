@@ -18,8 +18,8 @@ not a point run twice.  Each subcommand prints where it wrote its outputs and en
 summary table.
 
 This module also holds the argparse types the subcommands' modules share (``positive_int``,
-``nonneg_int``, ``probability``, ``out_dir``, ``in_dir``, ``env_default``, ``Unique``) and
-:func:`print_table`.
+``nonneg_int``, ``probability``, ``out_dir``, ``in_dir``, ``env_default``, ``Unique``), their
+``--seed`` / ``--out`` pair (:func:`add_seed_and_out`) and :func:`print_table`.
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 __all__ = ["main", "build_parser", "positive_int", "nonneg_int", "probability", "out_dir",
-           "in_dir", "env_default", "EnvDefault", "Unique", "print_table", "TOPS"]
+           "in_dir", "env_default", "EnvDefault", "Unique", "add_seed_and_out", "print_table",
+           "TOPS"]
 
 REPO = Path(__file__).resolve().parents[1]
 #: exportable top-level components (``cimphony verilog --top``), in export order
@@ -122,6 +123,14 @@ class Unique(argparse.Action):
                                                    "drop the duplicate)")
             seen.append(v)
         setattr(namespace, self.dest, seen)
+
+
+def add_seed_and_out(ap, *, seed: int, out: Path, what: str) -> None:
+    """``--seed N`` (``what`` it seeds; default ``$SEED``, else ``seed``) and ``--out DIR``
+    (default ``out``)."""
+    ap.add_argument("--seed", type=nonneg_int, metavar="N", default=env_default("SEED", seed),
+                    help=f"{what} (default: $SEED, else {seed})")
+    ap.add_argument("--out", type=out_dir, metavar="DIR", default=out, help="output directory")
 
 
 def print_table(headers, rows, file=None) -> None:
@@ -221,13 +230,13 @@ def _run_verilog(args) -> int:
 
 # --- bench ----------------------------------------------------------------------------------
 def _add_bench(ap: argparse.ArgumentParser) -> None:
-    from bench import controller, macro
+    from bench import controller, macro, results
     ap.add_argument("--only", choices=("macro", "controller"),
                     help="run one bench only (default: macro, then controller)")
     ap.add_argument("--seed", type=nonneg_int, metavar="N", default=env_default("SEED", None),
                     help=f"seed of both benches (default: $SEED, else {macro.DEFAULT_SEED} for "
                          f"macro and {controller.DEFAULT_SEED} for controller)")
-    ap.add_argument("--out", type=out_dir, metavar="DIR", default=macro.RESULTS_DIR,
+    ap.add_argument("--out", type=out_dir, metavar="DIR", default=results.RESULTS_DIR,
                     help="output directory of both benches")
     macro.add_arguments(ap.add_argument_group("bench macro (simulation speed)"), common=False)
     controller.add_arguments(ap.add_argument_group("bench controller (controller policies, "

@@ -11,15 +11,15 @@ silence_unused
     of an Elaboratable that is inspected (signature, ports) but never elaborated.
 Verilator
     cocotb's runner ``Verilator._build_command``: a subclass whose build command line can be
-    edited by overriding the public :meth:`Verilator.edit_build_args`.
+    edited by overriding the public :meth:`Verilator.edit_build_args`.  Built on first use
+    (``compat.Verilator``), so importing this module (as ``hdl`` does, for
+    :func:`silence_unused`) does not import cocotb.
 raw_handle
     cocotb's ``SimHandleBase._handle``: the GPI handle under a cocotb handle, whose
     ``get_signal_val_*`` / ``set_signal_val_*`` calls skip cocotb's value queue (the
     lockstep loop's one-wake-per-cycle speed depends on them).
 """
 from __future__ import annotations
-
-from cocotb_tools import runner as _runner
 
 PINNED = {"amaranth": "0.5.10", "cocotb": "2.1.0"}
 """Versions the hooks were written against (also pinned in ``requirements.lock``)."""
@@ -61,18 +61,33 @@ def raw_handle(handle):
     return getattr(handle, HANDLE_ATTR)
 
 
-class Verilator(_runner.Verilator):
-    """cocotb's Verilator runner with an editable build command line.
+def _make_verilator() -> type:
+    from cocotb_tools import runner
 
-    Override :meth:`edit_build_args` (public) instead of the runner's private
-    ``_build_command``.
-    """
+    class Verilator(runner.Verilator):
+        """cocotb's Verilator runner with an editable build command line.
 
-    def edit_build_args(self, argv: list[str]) -> list[str]:
-        """Return the Verilator command line ``argv`` (program first) to run; default as is."""
-        return argv
+        Override :meth:`edit_build_args` (public) instead of the runner's private
+        ``_build_command``.
+        """
 
-    def _build_command(self):
-        cmds = super()._build_command()
-        cmds[0] = list(self.edit_build_args(list(cmds[0])))
-        return cmds
+        def edit_build_args(self, argv: list[str]) -> list[str]:
+            """Return the Verilator command line ``argv`` (program first) to run; default as
+            is."""
+            return argv
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = list(self.edit_build_args(list(cmds[0])))
+            return cmds
+
+    Verilator.__module__, Verilator.__qualname__ = __name__, "Verilator"
+    return Verilator
+
+
+def __getattr__(name: str):
+    """``Verilator``: built (importing cocotb) on first access, then a module attribute."""
+    if name == "Verilator":
+        cls = globals()["Verilator"] = _make_verilator()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

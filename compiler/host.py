@@ -12,7 +12,42 @@ from __future__ import annotations
 from spec.isa import HostOp, ModuleParams, host_encode, host_fields
 from spec.params import check_int, width
 
-__all__ = ["pace", "run_program"]
+__all__ = ["pace", "run_program", "host_push", "drain_nop"]
+
+
+def host_push(mm, word, out_ready: int = 1):
+    """One cycle of a host driving :class:`model.module.ModuleModel` ``mm``, offering ``word``
+    (None: nothing), under the pacing rule of docs/module.md: with ``host_ready`` the word is
+    offered and transferred when the port is ready; without it, pushed only when the FIFO
+    has room (a push into a full FIFO would be dropped).  Returns (pushed 0/1, ModOut).
+
+    The only place that reads the model's FIFO (``ModuleModel`` has no public peek of it:
+    its ``host_ready`` output is constant 1 without ``ModuleParams.host_ready``)."""
+    if word is None:
+        return 0, mm.step(0, 0, out_ready)
+    if mm.params.host_ready:
+        o = mm.step(1, word, out_ready)
+        return o.host_ready, o
+    if len(mm._fifo) < mm.params.fifo_depth:    # the push condition (FIFO not full)
+        return 1, mm.step(1, word, out_ready)
+    return 0, mm.step(0, 0, out_ready)
+
+
+def drain_nop(mm, c: int, last: int, out_ready=lambda c: 1, stall_limit: int = 100000,
+              who: str = "pace") -> tuple[int, int]:
+    """The trailing NOP of a paced program, (word, gap): ``mm`` is stepped without pushes
+    from cycle ``c`` (``out_ready(cycle)``) until it is idle -- ``idle`` covers the module's
+    and every channel's out register, so every RD_OUT beat has left -- and the NOP is pushed
+    in that cycle (``last``: the cycle of the previous push).  A program ending with it keeps
+    :meth:`ModuleModel.run` going until everything has drained (+1 cycle).  RuntimeError
+    naming ``who`` after ``stall_limit`` cycles."""
+    start = c
+    while not mm.idle:
+        mm.step(0, 0, out_ready(c))
+        c += 1
+        if c - start > stall_limit:
+            raise RuntimeError(f"{who}: module did not drain (deadlock?)")
+    return host_encode(mm.params, HostOp.NOP), c - last - 1
 
 
 def pace(p: ModuleParams, cmds, out_ready_p: float = 1.0, seed: int = 0, drain: bool = True,
@@ -22,8 +57,9 @@ def pace(p: ModuleParams, cmds, out_ready_p: float = 1.0, seed: int = 0, drain: 
     room (the module is deterministic given ``out.ready``'s seeded pattern, the same as in
     :meth:`ModuleModel.run`).  With ``p.host_ready`` the model is driven as a ready/valid
     stream (command i offered from the cycle after the previous transfer until ``host_ready``)
-    and the gaps are those of its transfers: the same cycles.  Returns [(host_cmd, gap)], with
-    ``drain`` one trailing NOP (see below).  ValueError naming a bad argument."""
+    and the gaps are those of its transfers: the same cycles (:func:`host_push`).  Returns
+    [(host_cmd, gap)], with ``drain`` one trailing NOP (:func:`drain_nop`).  ValueError
+    naming a bad argument."""
     from model.module import ModuleModel
     from model.stimulus import check_program, ready_at, ready_threshold
     if not isinstance(p, ModuleParams):
@@ -34,35 +70,16 @@ def pace(p: ModuleParams, cmds, out_ready_p: float = 1.0, seed: int = 0, drain: 
     stall_limit = check_int("pace: stall_limit", stall_limit, 1)
     mm = ModuleModel(p)
     mm.reset(power_up=True)
-    F = p.fifo_depth
     out, last, c, i = [], -1, 0, 0
     while i < len(words):
-        if p.host_ready:               # offer; the port's ready says whether it transferred
-            sent = mm.step(1, words[i], ready_at(seed, c, thr)).host_ready
-        elif len(mm._fifo) < F:        # the push condition of docs/module.md (FIFO not full)
-            mm.step(1, words[i], ready_at(seed, c, thr))
-            sent = 1
-        else:
-            mm.step(0, 0, ready_at(seed, c, thr))
-            sent = 0
+        sent, _ = host_push(mm, words[i], ready_at(seed, c, thr))
         if sent:
             out.append((words[i], c - last - 1))
             last = c
             i += 1
         c += 1
     if drain:
-        # ModuleModel.run ends when the module is idle and its own out register is empty, but
-        # channel out registers may still hold RD_OUT beats then (channel idle ignores
-        # out_valid): when the last RD_OUT is multicast to C channels, C-2 beats are lost.
-        # A NOP pushed in the cycle where everything has drained keeps the run going (+1 cycle).
-        start = c
-        while not (mm.idle and not mm._out_valid
-                   and not any(ch._out_valid for ch in mm.channels)):
-            mm.step(0, 0, ready_at(seed, c, thr))
-            c += 1
-            if c - start > stall_limit:
-                raise RuntimeError("pace: module did not drain (deadlock?)")
-        out.append((host_encode(p, HostOp.NOP), c - last - 1))
+        out.append(drain_nop(mm, c, last, lambda c: ready_at(seed, c, thr), stall_limit))
     return out
 
 

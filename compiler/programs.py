@@ -243,22 +243,34 @@ def _schedule(bld: _Builder, loads: dict, groups: list, ratio: int | None = None
         bld.emit(op, **f)
 
 
-def _finish(bld, p, expected, note, assemble):
+def _finish(bld, p, expected, single, order, note):
+    """The Program of ``bld``'s commands.  ``expected`` [rows, cols] (row 0 alone if
+    ``single``); ``order`` the (row, output block) of each RD_OUT beat in program order:
+    decode puts beat i's n_out values at columns block * n_out .. of its row."""
     reads = list(bld.reads)
+    NO = p.macro.n_out
+    rows, cols = expected.shape
 
     def decode(out_payloads):
         if len(out_payloads) != len(reads):
             raise ValueError(f"decode: {len(out_payloads)} out beats, expected {len(reads)}")
-        beats = []
-        for i, (w, (b, o)) in enumerate(zip(out_payloads, reads, strict=True)):
+        out = np.zeros((rows, cols), dtype=np.int64)
+        for i, (w, (b, o), (r, j)) in enumerate(zip(out_payloads, reads, order, strict=True)):
             bb, oo, y = decode_out(p, w)
             if (bb, oo) != (b, o):
                 raise ValueError(f"decode: beat {i} is OBuf ({bb},{oo}), expected ({b},{o})")
-            beats.append(np.array(y, dtype=np.int64))
-        return assemble(beats)
+            n = min(NO, cols - j * NO)
+            out[r, j * NO:j * NO + n] = np.array(y, dtype=np.int64)[:n]
+        return out[0] if single else out
     c = bld.counts
-    return Program(p, bld.cmds, expected, decode, note, c[Op.MAC], c[Op.WR_W], c[Op.WR_INP],
-                   c[Op.RD_OUT])
+    return Program(p, bld.cmds, expected[0] if single else expected, decode, note, c[Op.MAC],
+                   c[Op.WR_W], c[Op.WR_INP], c[Op.RD_OUT])
+
+
+def _wr_inp(m, x, kt: int, g: int):
+    """WR_INP of input tile ``kt`` of the vector ``x`` into GBuf entry ``g`` (the tile's
+    missing tail is zero: pack_vec packs element 0 in the LSBs)."""
+    return Op.WR_INP, dict(g=g, data=pack_vec(x[kt * m.n_in:(kt + 1) * m.n_in], m.x_bits))
 
 
 def gemv_program(p: ChannelParams, Wq, x, *, gap: int = 0, ratio: int | None = None,
@@ -283,53 +295,34 @@ def gemv_program(p: ChannelParams, Wq, x, *, gap: int = 0, ratio: int | None = N
     T = X.shape[0]
     kt_n, nt_n, n_local, loads = _place("gemv_program", Wq, p)   # n_local: n-tiles per bank
     bld = _Builder(p, gap)
-    groups, gnext = [], 0
-    entry = {}
+    groups, gnext, order = [], 0, []
     # compute order: per set slot (n-tile-local jl, k-tile kt), every token, every bank
     for jl in range(n_local):
+        js = range(jl * p.n_banks, min(nt_n, (jl + 1) * p.n_banks))
         for kt in range(kt_n):
             slot = jl * kt_n + kt
-            pre, macs, reads = [], [], []
+            cmds, reads = [], []
             for t in range(T):
                 # each (token, k-tile) input tile is written just before its group's MACs
                 g = gnext % p.n_gbuf
                 gnext += 1
-                xt = np.zeros(m.n_in, dtype=np.int64)
-                seg = X[t, kt * m.n_in:(kt + 1) * m.n_in]
-                xt[:seg.size] = seg
-                pre.append((Op.WR_INP, dict(g=g, data=pack_vec(xt, m.x_bits))))
+                cmds.append(_wr_inp(m, X[t], kt, g))
                 o = (t * n_local + jl) % m.n_acc
-                js = range(jl * p.n_banks, min(nt_n, (jl + 1) * p.n_banks))
                 if all_bank:
-                    macs.append((Op.MAC, dict(bank=0, set=slot, g=g, o=o, acc=int(kt > 0),
+                    cmds.append((Op.MAC, dict(bank=0, set=slot, g=g, o=o, acc=int(kt > 0),
                                               ab=1)))
                 for j in js:
                     b = j % p.n_banks
                     if not all_bank:
-                        macs.append((Op.MAC, dict(bank=b, set=slot, g=g, o=o,
+                        cmds.append((Op.MAC, dict(bank=b, set=slot, g=g, o=o,
                                                   acc=int(kt > 0))))
                     if kt == kt_n - 1:
                         reads.append((Op.RD_OUT, dict(bank=b, o=o)))
-                        entry[len(entry)] = (t, j)
-            # WR_INP immediately before its MACs (pre/macs interleaved per token)
-            cmds = []
-            nb = 1 if all_bank else len(range(jl * p.n_banks, min(nt_n, (jl + 1) * p.n_banks)))
-            for t in range(T):
-                cmds.append(pre[t])
-                cmds.extend(macs[t * nb:(t + 1) * nb])
+                        order.append((t, j))
             groups.append(dict(slot=slot, pre=[], macs=cmds, reads=reads))
     _schedule(bld, loads, groups, ratio)
-    Y = X @ Wq.T
-    order = [entry[i] for i in range(len(entry))]
-
-    def assemble(beats):
-        out = np.zeros((T, N), dtype=np.int64)
-        for (t, j), y in zip(order, beats, strict=True):
-            n = min(m.n_out, N - j * m.n_out)
-            out[t, j * m.n_out:j * m.n_out + n] = y[:n]
-        return out[0] if single else out
-    return _finish(bld, p, Y[0] if single else Y,
-                   f"gemv N={N} K={K} T={T}{' all-bank' if all_bank else ''}", assemble)
+    return _finish(bld, p, X @ Wq.T, single, order,
+                   f"gemv N={N} K={K} T={T}{' all-bank' if all_bank else ''}")
 
 
 def qk_stream_program(p: ChannelParams, K, q, *, gap: int = 0, ratio: int | None = None,
@@ -379,10 +372,7 @@ def qk_stream_program(p: ChannelParams, K, q, *, gap: int = 0, ratio: int | None
                         gnext += 1
                         resident = {k: v for k, v in resident.items() if v != g}
                         resident[(qi, kt)] = g
-                        xt = np.zeros(m.n_in, dtype=np.int64)
-                        seg = Qm[qi, kt * m.n_in:(kt + 1) * m.n_in]
-                        xt[:seg.size] = seg
-                        cmds.append((Op.WR_INP, dict(g=g, data=pack_vec(xt, m.x_bits))))
+                        cmds.append(_wr_inp(m, Qm[qi], kt, g))
                     if all_bank:
                         cmds.append((Op.MAC, dict(bank=0, set=slot, g=g, o=o, acc=int(kt > 0),
                                                   ab=1)))
@@ -395,14 +385,5 @@ def qk_stream_program(p: ChannelParams, K, q, *, gap: int = 0, ratio: int | None
                 groups.append(dict(slot=slot, pre=[], macs=cmds, reads=reads))
         ebase += len(qs) * bpb
     _schedule(bld, loads, groups, ratio)
-    S = Qm @ K.T
-
-    def assemble(beats):
-        out = np.zeros((n_q, n_keys), dtype=np.int64)
-        for (qi, kb), y in zip(order, beats, strict=True):
-            n = min(m.n_out, n_keys - kb * m.n_out)
-            out[qi, kb * m.n_out:kb * m.n_out + n] = y[:n]
-        return out[0] if single else out
-    return _finish(bld, p, S[0] if single else S,
-                   f"qk n_keys={n_keys} hd={hd} n_q={n_q}{' all-bank' if all_bank else ''}",
-                   assemble)
+    return _finish(bld, p, Qm @ K.T, single, order,
+                   f"qk n_keys={n_keys} hd={hd} n_q={n_q}{' all-bank' if all_bank else ''}")

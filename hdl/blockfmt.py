@@ -35,7 +35,7 @@ not cleared by ``rst``: ``busy`` is 0 after a reset and they are reloaded before
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -46,6 +46,7 @@ from spec.blockfmt import (ERR_BITS, FP_BITS, SCALE_WORD_BITS, Fmt, PostErr, Pos
 
 from .fp32acc import ADD_FAULTS, EXP_BITS, term_add
 from .layouts import struct_layout
+from .logic import load
 
 __all__ = ["BlockfmtStage", "FAULTS"]
 
@@ -67,15 +68,6 @@ def _mux_tree(sel, items):
         items = [Mux(sel[b], items[i + 1] if i + 1 < len(items) else items[i], items[i])
                  for i in range(0, len(items), 2)]
     return items[0]
-
-
-def _load(m, reg, en, value):
-    """``reg <= value`` in the cycles where ``en``, ``reg <= 0`` on ``rst``; ``reg`` must be
-    ``reset_less`` (this is its reset): one enable, so that Verilator folds the update into
-    the clock edge."""
-    rst = ResetSignal()
-    with m.If(en | rst):
-        m.d.sync += reg.eq(Mux(rst, 0, value))
 
 
 class BlockfmtStage(wiring.Component):
@@ -171,7 +163,7 @@ class BlockfmtStage(wiring.Component):
         cur_y = Signal(mp.n_out * A, reset_less=True)           # chunk k in the low L*A bits
         stage = Signal(max(1, (C - 1) * L * FP_BITS), reset_less=True)
         out_valid = Signal()
-        out_pl = Signal(len(self.out.payload.as_value()), reset_less=True)   # see _load
+        out_pl = Signal(len(self.out.payload.as_value()), reset_less=True)   # see load
         err = Signal(ERR_BITS)
         ovf = Signal(E)                  # OVF[E]
         acc_vld = Signal(E)              # ACC[e] holds data written since the last rst
@@ -306,7 +298,7 @@ class BlockfmtStage(wiring.Component):
             v_all = Cat(stage, res)
         else:
             v_all = res
-        _load(m, out_pl, fin, Cat(v_all, cur_dst, new_ovf))
+        load(m, out_pl, fin, Cat(v_all, cur_dst, new_ovf))
         with m.If(chunk):
             m.d.sync += bovf.eq(bovf | any_ovf)
             with m.If(last):

@@ -17,7 +17,7 @@ except the cell array, which powers up as 0 and keeps its contents through ``rst
 * refresh: ``ref_timer``, ``ref_pend`` (0..M) and ``c_ref``; the bank starts a refresh by
   itself when IDLE, a request is pending and ``c_act`` is 0.
 
-Datapath registers (accumulators, output payloads) are written with :func:`_load` (reset
+Datapath registers (accumulators, output payloads) are written with :func:`hdl.logic.load` (reset
 folded into one enable), as in :mod:`hdl.macro`, so Verilator evaluates them once per cycle.
 The row buffer (a memory read register) is not cleared by ``rst``: its content is a
 don't-care while IDLE, and the bank is IDLE after a reset, so this is not observable.
@@ -29,6 +29,7 @@ per 2 KB row); exports and RTL runs use a reduced ``rows``.
 from __future__ import annotations
 
 import math
+import operator
 
 from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
@@ -40,6 +41,7 @@ from spec.dram import DramBankParams, DramErr, DramOp, cmd_fields, rd_fields, re
 
 from .dram_timing import down_counter, load_values
 from .layouts import struct_layout
+from .logic import load, tree
 
 __all__ = ["DramBank", "FAULTS"]
 
@@ -47,25 +49,6 @@ __all__ = ["DramBank", "FAULTS"]
 #: ``"rcdmac_short"`` loads tRCDRDMAC - 2 into ``c_mac`` at an ACT (the first MAC one cycle
 #: early).
 FAULTS = ("rcdmac_short",)
-
-
-def _load(m, reg, en, value):
-    """``reg <= value`` in the cycles where ``en``, ``reg <= 0`` on ``rst``; ``reg`` must be
-    ``reset_less`` (this is its reset).  One enable, so that Verilator folds the update into
-    the clock edge (see :func:`hdl.macro._load`)."""
-    rst = ResetSignal()
-    with m.If(en | rst):
-        m.d.sync += reg.eq(Mux(rst, 0, value))
-
-
-def _tree_sum(terms):
-    """Balanced pairwise sum of a non-empty list of values."""
-    while len(terms) > 1:
-        nxt = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
-        if len(terms) % 2:
-            nxt.append(terms[-1])
-        terms = nxt
-    return terms[0]
 
 
 class DramBank(wiring.Component):
@@ -246,7 +229,7 @@ class DramBank(wiring.Component):
 
         # ---------------- MAC unit ----------------
         xs = [cmd.data[8 * i:8 * i + 8].as_signed() for i in range(K)]
-        acc = [Signal(O * A, name=f"acc_e{e}", reset_less=True) for e in range(E)]  # _load
+        acc = [Signal(O * A, name=f"acc_e{e}", reset_less=True) for e in range(E)]  # load
         dbits = (E - 1).bit_length()
         dsel = cmd.dst[:dbits] if dbits else Const(0, 1)
         old = Signal(O * A)
@@ -254,22 +237,22 @@ class DramBank(wiring.Component):
         new = []
         for j in range(O):
             ps = Signal(signed(p.min_acc_width), name=f"psum_{j}")
-            m.d.comb += ps.eq(_tree_sum([burst[8 * (j * K + i):8 * (j * K + i) + 8].as_signed()
-                                         * xs[i] for i in range(K)]))
+            m.d.comb += ps.eq(tree([burst[8 * (j * K + i):8 * (j * K + i) + 8].as_signed()
+                                    * xs[i] for i in range(K)], operator.add))
             nj = Signal(signed(A), name=f"new_{j}")
             prev = old[j * A:(j + 1) * A].as_signed()
             m.d.comb += nj.eq(ps + Mux(cmd.acc, prev, 0))   # truncation = wrap mod 2**A
             new.append(nj)
         new_y = Cat(*new)
         for e in range(E):
-            _load(m, acc[e], ev["mac"] & (dsel == e), new_y)
+            load(m, acc[e], ev["mac"] & (dsel == e), new_y)
         res_pay = Signal(len(self.res.payload.as_value()), name="res_pay", reset_less=True)
-        _load(m, res_pay, ev["mac"] & cmd.last, Cat(new_y, cmd.dst))
+        load(m, res_pay, ev["mac"] & cmd.last, Cat(new_y, cmd.dst))
         m.d.comb += self.res.payload.eq(res_pay)
         m.d.sync += self.res.valid.eq(ev["mac"] & cmd.last)
 
         # ---------------- read delay line (tCL) ----------------
-        rd_pay = Signal(8 * U, name="rd_pay", reset_less=True)    # see _load
+        rd_pay = Signal(8 * U, name="rd_pay", reset_less=True)    # see load
         if t.tCL == 1:
             due, due_data = ev["rd"], burst
         else:
@@ -285,7 +268,7 @@ class DramBank(wiring.Component):
             m.d.comb += [self._rd_w.addr.eq(w_ptr), self._rd_w.data.eq(burst),
                          self._rd_w.en.eq(ev["rd"] & ~rst), self._rd_r.addr.eq(r_ptr)]
             due_data = self._rd_r.data
-        _load(m, rd_pay, due, due_data)
+        load(m, rd_pay, due, due_data)
         m.d.comb += self.rd.payload.eq(rd_pay)
         m.d.sync += self.rd.valid.eq(due)
 

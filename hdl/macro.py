@@ -17,7 +17,7 @@ except the weight SRAM, which powers up as 0 and keeps its contents through ``rs
 * result file ``y[n_acc][n_out]`` (``acc_width`` bits each) and output register on ``res``.
 
 The datapath registers (pipeline stages, ``acc``, ``y``, output payload) are written with
-``_load`` (reset folded into the enable) so that Verilator simulates the datapath once per cycle.
+:func:`hdl.logic.load` (reset folded into the enable) so that Verilator simulates the datapath once per cycle.
 
 Latency: a request accepted at cycle t gives ``res.valid`` at cycle
 ``t + x_bits + tree_stages + 1`` (no stalls).  Throughput: one request per ``x_bits`` cycles
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,6 +35,7 @@ from cimphony.compat import silence_unused
 from spec.params import MacroErr, MacroParams
 
 from .layouts import req_layout, res_layout, wr_layout
+from .logic import load
 
 __all__ = ["DimcMacro", "FAULTS"]
 
@@ -49,25 +50,6 @@ def _mux_tree(sel, items):
         level = [Mux(sel[b], level[i + 1], level[i]) for i in range(0, len(level), 2)]
         b += 1
     return level[0]
-
-
-def _load(m, reg, en, value):
-    """``reg <= value`` in the cycles where ``en``, ``reg <= 0`` on ``rst``; ``reg`` must be
-    ``reset_less`` (this is its reset).
-
-    Same behaviour as a resettable register under ``with m.If(en)``, written as one enable for
-    simulation speed.  Amaranth emits the reset of an ordinary register as a second
-    ``if (rst) next = 0`` after the enable logic; Verilator then keeps that next-state value as a
-    variable of its own in the input-combinational ("ico") region, with the whole datapath
-    feeding it (adder trees, accumulators, result file) inlined, and re-evaluates it on every
-    ``eval()`` (``rst`` and ``res.ready`` are inputs).  With a single enable it folds the update
-    into the clock edge, and the datapath is evaluated once per cycle from the registers.
-    (n_in=64, n_out=16: the ico code shrinks from ~15k to ~160 lines, the C++ harness runs 2.6x
-    faster; check with ``Vtop___024root___ico_sequent*`` in a Verilator build.)
-    """
-    rst = ResetSignal()
-    with m.If(en | rst):
-        m.d.sync += reg.eq(Mux(rst, 0, value))
 
 
 def _add_levels(terms, levels):
@@ -186,11 +168,11 @@ class DimcMacro(wiring.Component):
         ctrl_names = ["v", "first", "last", "acc", "dst"]
 
         def register(prefix, values, names):
-            """One pipeline stage: registers that hold their value while ``stall`` (``_load``)."""
-            regs = [Signal(v.shape(), name=f"{prefix}_{n}", reset_less=True)  # see _load
+            """One pipeline stage: registers that hold their value while ``stall`` (``load``)."""
+            regs = [Signal(v.shape(), name=f"{prefix}_{n}", reset_less=True)  # see load
                     for v, n in zip(values, names)]
             for r, v in zip(regs, values):
-                _load(m, r, ~stall, v)
+                load(m, r, ~stall, v)
             return regs
 
         depth = max(1, math.ceil(math.log2(N)))
@@ -227,16 +209,16 @@ class DimcMacro(wiring.Component):
             stall.eq(fin & self.res.valid & ~self.res.ready),
         ]
 
-        acc = [Signal(signed(A), name=f"acc_c{c}", reset_less=True) for c in range(C)]  # _load
+        acc = [Signal(signed(A), name=f"acc_c{c}", reset_less=True) for c in range(C)]  # load
         nxt = [Signal(signed(A), name=f"accnxt_c{c}") for c in range(C)]
         for c in range(C):
             start = psum[c] if self.fault == "sign_add" else -psum[c]
             m.d.comb += nxt[c].eq(Mux(a_first, start, acc[c].shift_left(1) + psum[c]))
         for c in range(C):
-            _load(m, acc[c], ~stall & a_v, nxt[c])
+            load(m, acc[c], ~stall & a_v, nxt[c])
 
         # ---------------- result file y[E] and output register ----------------
-        y = [Signal(C * A, name=f"y_e{e}", reset_less=True) for e in range(E)]  # see _load
+        y = [Signal(C * A, name=f"y_e{e}", reset_less=True) for e in range(E)]  # see load
         y_rd = Signal(C * A)
         m.d.comb += y_rd.eq(_mux_tree(a_dst, y))
         new = [Signal(signed(A), name=f"new_c{c}") for c in range(C)]
@@ -247,10 +229,10 @@ class DimcMacro(wiring.Component):
         done = Signal()   # the finishing beat finishes: y[dst] and the output register load
         m.d.comb += done.eq(fin & ~stall)
         for e in range(E):
-            _load(m, y[e], done & (a_dst == e), new_y)
-        # output payload register (reset_less, see _load), driving res.payload
+            load(m, y[e], done & (a_dst == e), new_y)
+        # output payload register (reset_less, see load), driving res.payload
         out_pay = Signal(res_layout(p), name="res_pay", reset_less=True)
-        _load(m, out_pay, done, Cat(new_y, a_dst))    # the layout's fields, LSB first
+        load(m, out_pay, done, Cat(new_y, a_dst))    # the layout's fields, LSB first
         m.d.comb += self.res.payload.eq(out_pay)
         with m.If(done):
             m.d.sync += self.res.valid.eq(1)

@@ -38,6 +38,7 @@ from spec.softmax import (CHAN_BITS, COUNT_BITS, SH_BITS, SmErr, SmOp, SmState, 
                           cmd_fields, exp_table, in_fields, prob_fields, res_fields)
 
 from .layouts import struct_layout
+from .logic import tree
 from .softmax_exp import ExpUnit
 
 __all__ = ["SoftmaxUnit", "FAULTS"]
@@ -52,16 +53,6 @@ FAULTS = ("exp_entry", "no_rescale", "pad_max", "merge2", "no_extra")
 
 def _log2(n: int) -> int:
     return n.bit_length() - 1
-
-
-def _tree(terms, op):
-    """Balanced reduction of a non-empty list with the binary function ``op``."""
-    while len(terms) > 1:
-        nxt = [op(terms[i], terms[i + 1]) for i in range(0, len(terms) - 1, 2)]
-        if len(terms) % 2:
-            nxt.append(terms[-1])
-        terms = nxt
-    return terms[0]
 
 
 class SoftmaxUnit(wiring.Component):
@@ -275,7 +266,7 @@ class SoftmaxUnit(wiring.Component):
         m.d.comb += rem.eq(pick(n_j, jsel(jb)) - (nb_sel << lgNO))
         lane_ok = [rem > i for i in range(NO)]
         bm = Signal(signed(XW))
-        m.d.comb += bm.eq(_tree([x if fault == "pad_max" else Mux(ok, x, XMIN)
+        m.d.comb += bm.eq(tree([x if fault == "pad_max" else Mux(ok, x, XMIN)
                                  for x, ok in zip(xs, lane_ok)],
                                 lambda a, b: Mux(a >= b, a, b)))
         seen_o, m_o, l_o = pick(seen, jsel(jb)), pick(mreg, jsel(jb)), pick(lreg, jsel(jb))
@@ -284,7 +275,7 @@ class SoftmaxUnit(wiring.Component):
 
         # ---------------- merge: max over the seen partitions ----------------
         mg_c = Signal(signed(XW))
-        m.d.comb += mg_c.eq(_tree([Mux(seen[j], mreg[j], XMIN) for j in range(NP)],
+        m.d.comb += mg_c.eq(tree([Mux(seen[j], mreg[j], XMIN) for j in range(NP)],
                                   lambda a, b: Mux(a >= b, a, b)))
 
         # ---------------- rescale units (0: the beat in INGEST; j: partition j in MERGE) ----
@@ -297,7 +288,7 @@ class SoftmaxUnit(wiring.Component):
             m.d.comb += [xu.rs_l[j].eq(lin), xu.rs_d[j].eq(din)]
         rs = list(xu.rs)
         lg_c = Signal(LW)
-        m.d.comb += lg_c.eq(_tree([Mux(seen[j], rs[j], 0) for j in range(NP)],
+        m.d.comb += lg_c.eq(tree([Mux(seen[j], rs[j], 0) for j in range(NP)],
                                   lambda a, b: a + b))
 
         # ---------------- score buffer ----------------
@@ -340,7 +331,7 @@ class SoftmaxUnit(wiring.Component):
         es = list(xu.e)
         l_base = Mux(seen_o, l_o if fault == "no_rescale" else rs[0], 0)
         l_new = Signal(LW)
-        m.d.comb += l_new.eq(l_base + _tree([Mux(lane_ok[i], es[i], 0) for i in range(NO)],
+        m.d.comb += l_new.eq(l_base + tree([Mux(lane_ok[i], es[i], 0) for i in range(NO)],
                                             lambda a, b: a + b))
 
         # ---------------- probability tile ----------------
@@ -362,7 +353,7 @@ class SoftmaxUnit(wiring.Component):
             m.d.comb += q.eq(Mux(trem > u, Mux(dk, lo, hi), 0))
             qs.append(q)
         qtot = Signal(signed(8 + NI.bit_length()))
-        m.d.comb += qtot.eq(_tree(list(qs), lambda a, b: a + b))
+        m.d.comb += qtot.eq(tree(list(qs), lambda a, b: a + b))
         qsum_n, qlo_n = Signal.like(qsum), Signal.like(qlo)
         m.d.comb += [qsum_n.eq(Mux(dk, qsum, qsum + qtot)),
                      qlo_n.eq(Mux(dk, qlo + qtot, qlo))]
@@ -372,10 +363,10 @@ class SoftmaxUnit(wiring.Component):
 
         # ---------------- sequencing ----------------
         nb_next = [Mux(good & (jb == j), nb[j] + 1, nb[j]) for j in range(NP)]
-        all_in = _tree([(j >= pnum) | (nb_next[j] == b_j[j]) for j in range(NP)],
+        all_in = tree([(j >= pnum) | (nb_next[j] == b_j[j]) for j in range(NP)],
                        lambda a, b: a & b)
         with m.If(good):
-            m.d.sync += sat.eq(sat | _tree([c & ok for c, ok in zip(clamped, lane_ok)],
+            m.d.sync += sat.eq(sat | tree([c & ok for c, ok in zip(clamped, lane_ok)],
                                            lambda a, b: a | b))
             for j in range(NP):
                 with m.If(jb == j):

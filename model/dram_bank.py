@@ -18,10 +18,12 @@ from collections import deque, namedtuple
 
 import numpy as np
 
+from model.interface import check_inputs
 from model.numerics import pack_signed
 from spec.dram import DramBankParams, DramErr, DramOp, cmd_fields, res_fields
+from spec.params import check_int, check_word, width
 
-__all__ = ["DramBankModel", "DramOut", "state_diff"]
+__all__ = ["DramBankModel", "DramOut"]
 
 DramOut = namedtuple("DramOut", "cmd_ready res_valid res_payload rd_valid rd_payload err "
                                 "ref_lost ref_pend refreshing open open_row")
@@ -43,19 +45,21 @@ class DramBankModel:
     late : int, optional
         Fault injection: every ``res`` and ``rd`` beat is delivered ``late`` cycles after the
         contract's cycle (0: exact).  For checking that a lockstep checker sees it.
+
+    ``inputs``: names and widths (bits) of :meth:`step`'s positional arguments (a
+    :class:`model.interface.GoldenModel`).
     """
 
     def __init__(self, params: DramBankParams, *, late: int = 0):
         if not isinstance(params, DramBankParams):
             raise ValueError(f"DramBankModel: params={params!r} is not a DramBankParams")
-        if not isinstance(late, int) or isinstance(late, bool) or late < 0:
-            raise ValueError(f"DramBankModel: late={late!r} must be an int >= 0")
+        self.late = check_int("DramBankModel: late", late, 0)
         p = self.params = params
-        self.late = late
         t = p.timing
         f = cmd_fields(p)
         self._shift = {k: (v.offset, (1 << v.width) - 1) for k, v in f.items()}
-        self._cmd_bits = sum(v.width for v in f.values())
+        self._cmd_bits = width(f)
+        self.inputs = (("cmd_valid", 1), ("cmd_payload", self._cmd_bits))
         self._dst_off = res_fields(p)["dst"].offset
         self._U, self._K, self._O, self._A = p.burst_bytes, p.n_x, p.n_out, p.acc_width
         self._half, self._amask = np.int64(1 << (self._A - 1)), np.int64((1 << self._A) - 1)
@@ -89,9 +93,7 @@ class DramBankModel:
         """Back door (tests, preloading a memory image): set array row ``row`` to ``data``
         (row_bytes signed int8 values).  Does not touch the row buffer."""
         p = self.params
-        if not isinstance(row, (int, np.integer)) or isinstance(row, bool) \
-                or not 0 <= row < p.rows:
-            raise ValueError(f"poke_row: row={row!r} out of range 0..{p.rows - 1}")
+        row = check_int("poke_row: row", row, 0, p.rows - 1)
         a = np.asarray(data)
         if a.shape != (p.row_bytes,) or a.dtype.kind not in "iu" or a.size and (
                 a.min() < -128 or a.max() > 127):
@@ -100,11 +102,16 @@ class DramBankModel:
         self._array[row] = a.astype(np.int8)
 
     def state(self, array: bool = True) -> dict:
-        """Snapshot of all architectural state (copies).  ``rowbuf`` and ``row`` are
-        don't-cares while ``open`` is 0 (see :func:`state_diff`); ``rd_pipe`` lists the RD
-        beats in flight as (cycles until delivery, data)."""
-        s = {"cycle": self.cycle, "open": self._open, "row": self._row,
-             "rowbuf": self._rowbuf.astype(np.int64), "acc": self._acc.copy(),
+        """Snapshot of all architectural state (copies).  ``row`` and ``rowbuf`` are
+        don't-cares while ``open`` is 0 and are shown as 0 then, so two snapshots compare
+        exactly with :func:`model.interface.state_diff`; ``rd_pipe`` lists the RD beats in
+        flight as (cycles until delivery, data)."""
+        if self._open:
+            row, rowbuf = self._row, self._rowbuf.astype(np.int64)
+        else:
+            row, rowbuf = 0, np.zeros(self.params.row_bytes, dtype=np.int64)
+        s = {"cycle": self.cycle, "open": self._open, "row": row,
+             "rowbuf": rowbuf, "acc": self._acc.copy(),
              "ref_timer": self._ref_timer, "ref_pend": self._ref_pend,
              "rd_pipe": [(d - self.cycle, v) for d, v in self._rdq],
              "res_pending": [(d - self.cycle, v) for d, v in self._resq],
@@ -148,15 +155,9 @@ class DramBankModel:
 
     def ready(self, cmd_payload: int) -> int:
         """``cmd.ready`` of the current cycle for this payload (pure; independent of valid)."""
-        op, row, col = self._decode(self._check_payload(cmd_payload))
+        payload = check_word("cmd_payload", cmd_payload, self._cmd_bits)
+        op, row, col = self._decode(payload)
         return self._ready(op, self._code(op, row, col))
-
-    def _check_payload(self, payload) -> int:
-        if not isinstance(payload, (int, np.integer)) or isinstance(payload, bool) \
-                or not 0 <= payload < (1 << self._cmd_bits):
-            raise ValueError(f"step: cmd_payload={payload!r} must be an unsigned "
-                             f"{self._cmd_bits}-bit int")
-        return int(payload)
 
     def _load(self, idx, vals) -> None:
         c = self._c
@@ -184,12 +185,20 @@ class DramBankModel:
 
     def step(self, cmd_valid, cmd_payload, rst=0) -> DramOut:
         """Outputs of this cycle for these inputs, then the clock edge ending the cycle (with
-        ``rst`` = 1: the reset edge; a command presented in this cycle is lost)."""
-        if cmd_valid not in (0, 1) or isinstance(cmd_valid, float):
-            raise ValueError(f"step: cmd_valid={cmd_valid!r} must be 0 or 1")
-        if rst not in (0, 1) or isinstance(rst, float):
-            raise ValueError(f"step: rst={rst!r} must be 0 or 1")
-        payload = self._check_payload(cmd_payload)
+        ``rst`` = 1: the reset edge; a command presented in this cycle is lost).
+
+        Every input is an unsigned int of its port's width (``inputs``; ``rst`` 1 bit;
+        valid and rst 0 or 1, a bool is fine there); anything else is a ValueError naming it,
+        raised before any register changes."""
+        try:        # cheap inline check; check_inputs names the culprit
+            ok = (type(cmd_payload) is int
+                  and not (cmd_payload >> self._cmd_bits | (cmd_valid | rst) >> 1))
+        except TypeError:
+            ok = False
+        if not ok:
+            cmd_valid, cmd_payload = check_inputs(self.inputs, (cmd_valid, cmd_payload))
+            rst = check_word("rst", rst, 1)
+        payload = cmd_payload
         cyc, c = self.cycle, self._c
         op, row, col = self._decode(payload)
         code = self._code(op, row, col)
@@ -262,19 +271,3 @@ class DramBankModel:
                 return cyc, o
         raise RuntimeError(f"run_until_accepted: not accepted within {limit} cycles")
 
-
-def state_diff(a: dict, b: dict) -> list[str]:
-    """Differences between two :meth:`DramBankModel.state` snapshots, ignoring ``cycle`` and
-    the don't-cares (``row`` and ``rowbuf`` while no row is open in both)."""
-    out = []
-    closed = not a["open"] and not b["open"]
-    for key in a:
-        if key == "cycle" or (closed and key in ("row", "rowbuf")):
-            continue
-        va, vb = a[key], b.get(key)
-        if isinstance(va, np.ndarray):
-            if vb is None or va.shape != np.shape(vb) or not np.array_equal(va, vb):
-                out.append(f"{key} differs")
-        elif va != vb:
-            out.append(f"{key}: {va!r} != {vb!r}")
-    return out

@@ -56,10 +56,8 @@ class MacroModel:
     def __init__(self, params: MacroParams, *, late: int = 0):
         if not isinstance(params, MacroParams):
             raise ValueError(f"MacroModel: params={params!r} is not a MacroParams")
-        if not isinstance(late, int) or isinstance(late, bool) or late < 0:
-            raise ValueError(f"MacroModel: late={late!r} must be an int >= 0")
+        self.late = late = check_int("MacroModel: late", late, 0)
         p = self.params = params
-        self.late = late
         self._X, self._Xm1 = p.x_bits, p.x_bits - 1
         self._depth = p.tree_stages + late          # stages between issue and accumulator
         self._A = p.acc_width

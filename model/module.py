@@ -207,13 +207,13 @@ class ModuleModel:
                 action = "cap"
         else:
             if mode == _REPLAY:
-                f = self.fields(self._lbuf[self._idx])
+                f = hc.fields(self._lbuf[self._idx])
                 f["vp"] += self._vp_off
                 f["o"] += self._o_off
             elif fifo:
-                f = self.fields(fifo[0])
+                f = hc.fields(fifo[0])
             if f is not None:
-                code = self.check(f, mode == _REPLAY)
+                code = hc.check(f, mode == _REPLAY, self._pt)
                 op = f["op"]
                 if code:
                     action = "rej"
@@ -245,7 +245,7 @@ class ModuleModel:
             busy |= o.busy << (c * nb)
             ch_out.append(o)
             # the peeks must agree with the channel's own outputs
-            assert o.idle == ch_idle[c] and (not ch_valid >> c & 1 or o.cmd_ready) \
+            assert o.idle == ch_idle[c] and (not v or o.cmd_ready) \
                 and (c != take or o.out_valid), f"channel {c} peek mismatch at {self.cycle}"
         self.last_chan_outs = ch_out
         room = len(fifo) < self._F            # at t, before this cycle's pop

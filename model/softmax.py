@@ -21,7 +21,7 @@ import numpy as np
 
 from model.interface import check_inputs
 from model.numerics import pack_signed, unpack_signed
-from spec.params import check_int, pack, width
+from spec.params import check_int, is_pow2, pack, unpack, width
 from spec.softmax import (CHAN_BITS, SmErr, SmOp, SmState, SoftmaxParams, cmd_fields,
                           exp_table, in_fields, prob_fields, res_fields)
 
@@ -118,7 +118,7 @@ def _check_head(fn, p, scores, mul, sh, parts, digits=1) -> tuple[np.ndarray, in
     check_int(f"{fn}: mul", mul, 0, (1 << p.mul_bits) - 1)
     check_int(f"{fn}: sh", sh, 0, 63)
     parts = check_int(f"{fn}: parts", parts, 1, p.n_part)
-    if parts & (parts - 1):
+    if not is_pow2(parts):
         raise ValueError(f"{fn}: parts={parts} must be a power of two")
     check_int(f"{fn}: digits", digits, 1, 2)
     return s.astype(np.int64), parts
@@ -411,13 +411,11 @@ class SoftmaxModel:
             ci += cv and o.cmd_ready
             bi += iv and o.in_ready
             if o.prob_valid and pr:
-                f = {k: (o.prob_payload >> v.offset) & ((1 << v.width) - 1)
-                     for k, v in pf.items()}
+                f = unpack(pf, o.prob_payload)
                 r["tiles"].append((f["part"], f["idx"], f["digit"], f["last"],
                                    unpack_signed(f["q"], p.tile, 8)))
             if o.res_valid and rr:
-                f = {k: (o.res_payload >> v.offset) & ((1 << v.width) - 1)
-                     for k, v in rf.items()}
+                f = unpack(rf, o.res_payload)
                 f["m"] -= (f["m"] >> (p.x_bits - 1)) << p.x_bits
                 f["qlo"] -= (f["qlo"] >> (p.qlo_bits - 1)) << p.qlo_bits
                 r["res"].append(f)

@@ -34,12 +34,11 @@ from collections import deque
 from perf.params import SimParams
 from spec.isa import HostOp, seq_window
 
-__all__ = ["INF", "Cell", "Chan", "enqueue", "dram_mac", "dram_mac_ab"]
+__all__ = ["INF", "Cell", "Chan", "enqueue", "dram_mac", "dram_mac_ab", "dram_wr_act"]
 
 INF = 1 << 62
 _WR_INP, _WR_W, _MAC, _RD_OUT = (int(HostOp.WR_INP), int(HostOp.WR_W), int(HostOp.MAC),
                                  int(HostOp.RD_OUT))
-_MAC_AB = int(getattr(HostOp, "MAC_AB", 10))
 
 
 class Cell:
@@ -151,6 +150,18 @@ def _activate(ch: Chan, d, b, t, ta):
     ta = max(ta, (ch.t_act[0] if b < 0 and ch.sync else max(ch.t_act) if b < 0
                   else ch.t_act[b]) + d.RC)
     acts.append(ta)
+    return ta
+
+
+def dram_wr_act(sim, ch: Chan, b, t):
+    """The row activation of a WR_W on DRAM bank ``b`` in cycle t (tRRD, tFAW, tRC, as a
+    MAC's; the bank is precharged: t >= bank_ready); the row is left closed.  Returns the ACT
+    cycle."""
+    ta = _activate(ch, sim.sp.dram, b, t, t)
+    ch.t_act[b] = ta
+    ch.open_row[b] = None
+    ch.sync = False
+    sim._stats[sim.ACT] += 1
     return ta
 
 

@@ -32,24 +32,16 @@ Link: 4.4 pJ/bit (CENT's PCIe/CXL figure) for every bit of every flit moved.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
+from perf.host import Const
 from perf.params import SimParams
 
 __all__ = ["Const", "CONSTANTS", "OMITTED", "module_dynamic", "kv_stream_dynamic",
-           "link_dynamic", "dram_static_power", "token_energy", "sources", "step_energy"]
+           "link_dynamic", "dram_static_power", "token_energy", "sources"]
 
 _PC = "CENT (Yufeng98/CENT) cent_simulation/cent_power_calculator.py "
 _A = "ANCHORS.md, Energy constants: "
-
-
-@dataclass(frozen=True)
-class Const:
-    """A number with its unit and source."""
-    value: float
-    unit: str
-    source: str
-
 
 CONSTANTS = {
     "P_ACT_STBY": Const(263.75e-3, "W per channel",
@@ -225,11 +217,3 @@ def sources() -> dict:
     """{name: {value, unit, source}} of every constant."""
     return {k: asdict(c) for k, c in CONSTANTS.items()}
 
-
-def step_energy(sp: SimParams, stats: dict, scale: float = 1.0) -> dict:
-    """:func:`module_dynamic` x ``scale`` (e.g. the modules of a system) plus "total" (J)."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale >= 0:
-        raise ValueError(f"step_energy: scale={scale!r} must be a number >= 0")
-    e = {k: v * scale for k, v in module_dynamic(sp, stats).items()}
-    e["total"] = sum(e.values())
-    return e

@@ -9,14 +9,12 @@ before has been delivered (the host is always ready: ``out.ready`` = 1).  It ret
 """
 from __future__ import annotations
 
-from perf.program import CH_OPS, WAIT, check_items, expand
-from spec.isa import HostOp, ModuleParams, host_encode
+from perf.program import WAIT, check_items, expand, host_word
+from spec.isa import HostOp, ModuleParams
 
 __all__ = ["pace_waits", "golden_run"]
 
 _RD_OUT = int(HostOp.RD_OUT)
-_FIELDS = ("chmask", "rid", "vp", "pp", "row", "g", "o", "acc", "n", "per", "vps", "os",
-           "count")
 
 
 def pace_waits(p: ModuleParams, items, data=None,
@@ -25,6 +23,7 @@ def pace_waits(p: ModuleParams, items, data=None,
     honouring every WAIT (module docstring); ``data(i, cmd)`` gives the data field of host
     command i (WAITs not counted; default 0), as in :func:`perf.program.to_host_words`.
     ValueError naming a bad argument."""
+    from compiler.host import drain_nop, host_push
     from model.module import ModuleModel
     if not isinstance(p, ModuleParams):
         raise ValueError(f"pace_waits: p={p!r} must be a ModuleParams")
@@ -33,24 +32,19 @@ def pace_waits(p: ModuleParams, items, data=None,
         raise ValueError(f"pace_waits: data={data!r} must be a function (i, cmd) -> int")
     mm = ModuleModel(p)
     mm.reset(power_up=True)
-    F = p.fifo_depth
     out, last, c, i = [], -1, 0, 0
     owed = 0                 # result beats of pushed RD_OUTs not yet delivered
     stall = 0
     k = 0                    # host commands pushed
+    word = None              # the word of command i (encoded once)
     while i < len(cmds):
         h = cmds[i]
         if h.op == WAIT and owed == 0:
             i += 1
             continue
-        push = h.op != WAIT and len(mm._fifo) < F
-        word = 0
-        if push:
-            f = {n: getattr(h, n) for n in _FIELDS if getattr(h, n)}
-            if data is not None and h.op in CH_OPS:
-                f["data"] = int(data(k, h))
-            word = host_encode(p, h.op, **f)
-        o = mm.step(int(push), word, 1)
+        if h.op != WAIT and word is None:
+            word = host_word(p, h, data, k)
+        push, o = host_push(mm, None if h.op == WAIT else word)
         if o.out_valid:
             owed -= 1
         if push:
@@ -59,6 +53,7 @@ def pace_waits(p: ModuleParams, items, data=None,
             i += 1
             k += 1
             stall = 0
+            word = None
             if h.op == _RD_OUT:
                 owed += h.chmask.bit_count()
         else:
@@ -67,13 +62,7 @@ def pace_waits(p: ModuleParams, items, data=None,
                 raise RuntimeError(f"pace_waits: no push for {stall_limit} cycles at command "
                                    f"{i} (a WAIT for results that never come?)")
         c += 1
-    start = c
-    while not (mm.idle and not mm._out_valid and not any(ch._out_valid for ch in mm.channels)):
-        mm.step(0, 0, 1)
-        c += 1
-        if c - start > stall_limit:
-            raise RuntimeError("pace_waits: module did not drain (deadlock?)")
-    out.append((host_encode(p, HostOp.NOP), c - last - 1))
+    out.append(drain_nop(mm, c, last, stall_limit=stall_limit, who="pace_waits"))
     return out
 
 

@@ -13,14 +13,15 @@ from pathlib import Path
 from perf.point import CLASS, run_point
 from perf.presets import POLICIES, SYSTEMS
 from perf.sweep import Point, run_sweep
+from workloads.mix import BENCH_MEANS
 
 __all__ = ["CONTEXTS", "MIX_CONTEXT", "MODELS", "DEFAULT_MODELS", "DEFAULT_POLICIES", "pairs",
            "points", "code_version", "run_grid", "fmt_ctx"]
 
-#: the longest benchmark mean of the request mixes (LV-Eval multifieldqa, ANCHORS.md): at this
-#: context the drawn lengths are the benchmarks' own (workloads/mix.py scales the longest mean
-#: to the context)
-MIX_CONTEXT = 60780
+#: the longest benchmark mean of the request mixes (LV-Eval multifieldqa, 60780, ANCHORS.md):
+#: at this context the drawn lengths are the benchmarks' own (workloads/mix.py scales the
+#: longest mean to the context)
+MIX_CONTEXT = max(BENCH_MEANS.values())
 CONTEXTS = (4096, 32768, MIX_CONTEXT, 131072, 1 << 20)
 MODELS = ("llama-3.1-8b", "llama-3.1-70b", "qwen1.5-7b", "qwen1.5-72b")
 DEFAULT_MODELS = ("llama-3.1-8b", "llama-3.1-70b")    # LLM-7B and LLM-72B, both with GQA

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from spec.dram import GDDR6_AIM_TIMING as _AIM, DramBankParams
 from spec.isa import ChannelParams, ModuleParams
 from spec.params import MacroParams
 
@@ -13,29 +14,32 @@ __all__ = ["SimParams", "DramTiming", "GDDR6_AIM"]
 
 @dataclass(frozen=True)
 class DramTiming:
-    """DRAM-PIM bank timing in DRAM clock cycles (ANCHORS.md, GDDR6-AiM preset, tCK 0.5 ns;
-    the "GDDR6_AiM_timing" preset of arkhadem/aim_simulator ``src/dram/impl/GDDR6.cpp``, the
-    simulator CENT runs on).  ``CLREG``: latency of a read of the MAC result registers
-    (``RDMAC16`` = nCLREG + nBL there, nCLREG = 0), which RD_OUT is; ``CL`` is the array's."""
-    tCK_ns: float = 0.5
-    CL: int = 50
-    RCDRD: int = 36
-    RCDWR: int = 28
-    RP: int = 32
-    RAS: int = 54
-    RC: int = 89
-    WR: int = 33
-    RTP: int = 12
-    CCDS: int = 2
-    CCDL: int = 2
-    RRDS: int = 11
-    RRDL: int = 11
-    FAW: int = 42
-    RFC: int = 210
-    REFI: int = 3333
-    RCDRDMAC: int = 56
+    """DRAM-PIM bank timing in DRAM clock cycles, as the performance model names it (``X``
+    here is ``tX`` of :class:`spec.dram.DramTiming`).  The defaults are the GDDR6-AiM preset,
+    taken from its one table, :data:`spec.dram.GDDR6_AIM_TIMING` (ANCHORS.md, tCK 0.5 ns; the
+    "GDDR6_AiM_timing" preset of arkhadem/aim_simulator ``src/dram/impl/GDDR6.cpp``, the
+    simulator CENT runs on).  Only here: ``CLREG``, the latency of a read of the MAC result
+    registers (``RDMAC16`` = nCLREG + nBL there, nCLREG = 0), which RD_OUT is (``CL`` is the
+    array's); ``burst_bytes``, the bank's column access (:class:`spec.dram.DramBankParams`)."""
+    tCK_ns: float = _AIM.tCK_ns
+    CL: int = _AIM.tCL
+    RCDRD: int = _AIM.tRCDRD
+    RCDWR: int = _AIM.tRCDWR
+    RP: int = _AIM.tRP
+    RAS: int = _AIM.tRAS
+    RC: int = _AIM.tRC
+    WR: int = _AIM.tWR
+    RTP: int = _AIM.tRTP
+    CCDS: int = _AIM.tCCDS
+    CCDL: int = _AIM.tCCDL
+    RRDS: int = _AIM.tRRDS
+    RRDL: int = _AIM.tRRDL
+    FAW: int = _AIM.tFAW
+    RFC: int = _AIM.tRFC
+    REFI: int = _AIM.tREFI
+    RCDRDMAC: int = _AIM.tRCDRDMAC
     CLREG: int = 0
-    burst_bytes: int = 32          # bytes per column access (one MAC column / one I/O burst)
+    burst_bytes: int = DramBankParams.burst_bytes   # one MAC column / one I/O burst, bytes
 
 
 GDDR6_AIM = DramTiming()

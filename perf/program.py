@@ -30,11 +30,11 @@ from typing import Iterator, NamedTuple, Union
 
 from spec.isa import HostOp, ModuleParams, host_encode, host_fields
 
-__all__ = ["HCmd", "Rep", "expand", "n_leaves", "to_host_words", "from_host_words",
-           "check_items", "CH_OPS", "MAC_AB", "WAIT", "n_waits"]
+__all__ = ["HCmd", "Rep", "expand", "shifted", "n_leaves", "to_host_words", "host_word",
+           "from_host_words", "check_items", "CH_OPS", "MAC_AB", "WAIT", "n_waits"]
 
 #: host opcode of the all-bank MAC (spec.isa.HostOp.MAC_AB, valid with channel.all_bank)
-MAC_AB = int(getattr(HostOp, "MAC_AB", 10))
+MAC_AB = int(HostOp.MAC_AB)
 #: the host-side wait for every pushed result (not a host command: beyond the 4-bit opcode)
 WAIT = 16
 CH_OPS = (int(HostOp.WR_INP), int(HostOp.WR_W), int(HostOp.MAC), int(HostOp.RD_OUT), MAC_AB)
@@ -102,6 +102,15 @@ def check_items(fn: str, items) -> list:
     return list(items)
 
 
+def shifted(it: HCmd, set_off: int, vp_off: int) -> HCmd:
+    """``it`` inside a Rep iteration whose strides add up to ``set_off`` / ``vp_off``: a
+    channel command's resolved ``set`` and its ``vp`` (not a WR_INP's) moved by them."""
+    if (set_off or vp_off) and it.op in CH_OPS:
+        return it._replace(set=it.set + set_off if it.set >= 0 else it.set,
+                           vp=it.vp + vp_off if it.op != _WR_INP else it.vp)
+    return it
+
+
 def expand(items, set_off: int = 0, vp_off: int = 0) -> Iterator[HCmd]:
     """Every host command of the program, in order (fully unrolled, strides applied)."""
     for it in items:
@@ -111,11 +120,8 @@ def expand(items, set_off: int = 0, vp_off: int = 0) -> Iterator[HCmd]:
                 j = i // k
                 yield from expand(it.bodies[i % k], set_off + j * it.set_stride,
                                   vp_off + j * it.vp_stride)
-        elif (set_off or vp_off) and it.op in CH_OPS:
-            yield it._replace(set=it.set + set_off if it.set >= 0 else it.set,
-                              vp=it.vp + vp_off if it.op != _WR_INP else it.vp)
         else:
-            yield it
+            yield shifted(it, set_off, vp_off)
 
 
 def _count(items, pred) -> int:
@@ -150,14 +156,17 @@ def to_host_words(p: ModuleParams, items, data=None) -> list[tuple[int, int]]:
     if not isinstance(p, ModuleParams):
         raise ValueError(f"to_host_words: p={p!r} must be a ModuleParams")
     check_items("to_host_words", items)
-    out = []
-    for i, c in enumerate(x for x in expand(items) if x.op != WAIT):
-        f = {k: getattr(c, k) for k in _FIELDS if getattr(c, k)}
-        f.pop("op", None)
-        if data is not None and c.op in CH_OPS:
-            f["data"] = int(data(i, c))
-        out.append((host_encode(p, c.op, **f), 0))
-    return out
+    return [(host_word(p, c, data, i), 0)
+            for i, c in enumerate(x for x in expand(items) if x.op != WAIT)]
+
+
+def host_word(p: ModuleParams, c: HCmd, data=None, i: int = 0) -> int:
+    """The host command word of ``c`` on module ``p``; ``data(i, c)`` gives a channel
+    command's data field (default 0)."""
+    f = {k: getattr(c, k) for k in _FIELDS[1:] if getattr(c, k)}
+    if data is not None and c.op in CH_OPS:
+        f["data"] = int(data(i, c))
+    return host_encode(p, c.op, **f)
 
 
 def from_host_words(p: ModuleParams, words) -> list[HCmd]:

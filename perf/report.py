@@ -20,11 +20,10 @@ from perf import tables as T
 from perf.grid import (CONTEXTS, DEFAULT_MODELS, DEFAULT_POLICIES, MODELS, code_version,
                        fmt_ctx, pairs, points, run_grid)
 from perf.plots import plots
-from perf.point import timing_items
 from perf.point_cli import constants
 from perf.presets import BASELINE_IS_CENT, LABEL, POLICIES, SYSTEMS
 
-__all__ = ["add_arguments", "run", "main", "run_all", "plots", "timing_items", "write_report"]
+__all__ = ["add_arguments", "run", "main", "run_all", "write_report"]
 
 
 def add_arguments(ap) -> None:

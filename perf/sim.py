@@ -23,21 +23,21 @@ from __future__ import annotations
 from collections import deque
 
 from model.stimulus import TAIL
-from perf.chan import INF, Chan, dram_mac, dram_mac_ab, enqueue
+from perf.chan import INF, Chan, dram_mac, dram_mac_ab, dram_wr_act, enqueue
 from perf.params import GDDR6_AIM, DramTiming, SimParams
-from perf.program import CH_OPS, MAC_AB, WAIT, Rep, check_items
+from perf.program import CH_OPS, WAIT, Rep, check_items, shifted
+from perf.program import MAC_AB as _MAC_AB
 from perf.result import STATS, SimResult
 from perf.steady import boundary
 from spec.isa import HostOp, LoopMode
 
 __all__ = ["SimParams", "DramTiming", "GDDR6_AIM", "PerfSim", "SimResult", "simulate", "STATS"]
 
-_NOP, _WR_INP, _WR_W, _MAC, _RD_OUT = (int(HostOp.NOP), int(HostOp.WR_INP), int(HostOp.WR_W),
-                                       int(HostOp.MAC), int(HostOp.RD_OUT))
+_WR_INP, _WR_W, _MAC, _RD_OUT = (int(HostOp.WR_INP), int(HostOp.WR_W), int(HostOp.MAC),
+                                 int(HostOp.RD_OUT))
 _MAP, _UNMAP, _SET_TOK, _LOOP, _BARRIER = (int(HostOp.MAP), int(HostOp.UNMAP),
                                            int(HostOp.SET_TOK), int(HostOp.LOOP),
                                            int(HostOp.BARRIER))
-_MAC_AB = MAC_AB
 # the LOOP engine's modes as plain ints (compared every simulated cycle)
 _NONE, _CAPTURE, _REPLAY = int(LoopMode.NONE), int(LoopMode.CAPTURE), int(LoopMode.REPLAY)
 (_BUSY, _NMAC, _NWI, _NWW, _NRD, _BEATS, _ACT, _HOST, _NAB, _ACT16,
@@ -69,14 +69,13 @@ class PerfSim:
         self.dram = sp.backend == "dram"
         X, P = sp.x_bits, sp.tree_stages
         if self.dram:
-            ncol = max(1, -(-sp.page_bytes // d.burst_bytes))
-            self.ncol = ncol
-            self.mac_busy = ncol * d.CCDL
-            self.io_cost = {_WR_INP: max(1, -(-(sp.n_in * sp.x_bits // 8) // d.burst_bytes))
-                            * d.CCDS,
-                            _WR_W: max(1, -(-(sp.n_out * sp.w_bits // 8) // d.burst_bytes))
-                            * d.CCDS,
-                            _RD_OUT: max(1, -(-(sp.n_out * 2) // d.burst_bytes)) * d.CCDS}
+            def bursts(n_bytes):            # column accesses of n_bytes (at least one)
+                return max(1, -(-n_bytes // d.burst_bytes))
+            self.ncol = bursts(sp.page_bytes)
+            self.mac_busy = self.ncol * d.CCDL
+            self.io_cost = {_WR_INP: bursts(sp.n_in * sp.x_bits // 8) * d.CCDS,
+                            _WR_W: bursts(sp.n_out * sp.w_bits // 8) * d.CCDS,
+                            _RD_OUT: bursts(sp.n_out * 2) * d.CCDS}
         else:
             self.mac_busy = X
             self.mac_lat = X + P + 2          # issue -> done visible
@@ -100,10 +99,7 @@ class PerfSim:
                     st.append(nf)
                     bnd = bnd or nf
                     continue
-                if (f.set_off or f.vp_off) and it.op in CH_OPS:
-                    it = it._replace(set=it.set + f.set_off if it.set >= 0 else it.set,
-                                     vp=it.vp + f.vp_off if it.op != _WR_INP else it.vp)
-                return it, bnd
+                return shifted(it, f.set_off, f.vp_off), bnd
             if f.rep is not None and f.it + 1 < f.n:
                 f.it += 1
                 k = len(f.rep.bodies)
@@ -268,7 +264,7 @@ class PerfSim:
                             ch.io_ready = t + cost
                             if eop == _WR_W:
                                 b = e[1]
-                                ta = self._wr_act(ch, b, t)
+                                ta = dram_wr_act(self, ch, b, t)
                                 done = ta + d.RCDWR + cost + d.WR
                                 ch.bank_ready[b] = done + d.RP
                                 ch.rmax = max(ch.rmax, done + d.RP)
@@ -413,25 +409,7 @@ class PerfSim:
         st["busy_ch"] = stats[nst:]
         return SimResult(sp, t_end, t_end + 3 + TAIL, st, sim_cycles, skipped)
 
-    # --- DRAM helpers ---------------------------------------------------------------------
-    def _wr_act(self, ch, b, t):
-        """WR_W on DRAM bank ``b`` in cycle t: its row activation (tRRD, tFAW, tRC, as a MAC's;
-        the bank is precharged: t >= bank_ready).  Returns the ACT cycle."""
-        d = self.sp.dram
-        acts = ch.acts
-        ta = t
-        if acts:
-            ta = max(ta, acts[-1] + d.RRDS)
-            if len(acts) == 4:
-                ta = max(ta, acts[0] + d.FAW)
-        ta = max(ta, ch.t_act[b] + d.RC)
-        acts.append(ta)
-        ch.t_act[b] = ta
-        ch.open_row[b] = None
-        ch.sync = False
-        self._stats[_ACT] += 1
-        return ta
-
+    # --- timers ---------------------------------------------------------------------------
     def _next_event(self, t):
         """Earliest cycle >= t at which a blocked condition can change (None: never)."""
         best = INF

@@ -26,7 +26,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-from spec.params import Field, MacroParams, _layout, check_int
+from spec.params import Field, MacroParams, _layout, check_int, index_bits
 
 __all__ = ["Fmt", "BlockFormat", "BFP16_64", "MXINT8", "Q4_1", "FORMATS", "PostErr",
            "PostParams", "post_in_fields", "post_sw_fields", "post_out_fields",
@@ -204,7 +204,7 @@ class PostParams:
     @property
     def part_bits(self) -> int:
         """Width of a scale write's ``part`` (which chunk of ``lanes`` columns it writes)."""
-        return max(1, math.ceil(math.log2(self.chunks)))
+        return index_bits(self.chunks)
 
     @property
     def xsum_bits(self) -> int:

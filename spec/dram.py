@@ -17,29 +17,12 @@ import enum
 import math
 from dataclasses import dataclass, fields as _dc_fields
 
-from spec.params import Field, _layout, pack, unpack
+from spec.params import Field, _layout, check_fields, check_int, index_bits, is_pow2, pack, unpack
 
 __all__ = ["DramTiming", "GDDR6_AIM_TIMING", "SHORT_TIMING", "DramBankParams", "DramOp",
            "DramErr", "cmd_fields", "res_fields", "rd_fields", "encode", "decode"]
 
 _T_MAX = (1 << 16) - 1          # every timing value is an int in 1.._T_MAX cycles
-
-
-def _int_in(owner: str, name: str, v, lo: int, hi: int) -> None:
-    """ValueError naming ``owner: name=v`` unless v is an int (not a bool) in lo..hi."""
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise ValueError(f"{owner}: {name}={v!r} must be an int")
-    if not lo <= v <= hi:
-        raise ValueError(f"{owner}: {name}={v!r} must be in {lo}..{hi}")
-
-
-def _pow2(v: int) -> bool:
-    return v > 0 and not v & (v - 1)
-
-
-def _bits(n: int) -> int:
-    """Width of an index field for n values (at least 1 bit)."""
-    return max(1, math.ceil(math.log2(n)))
 
 
 @dataclass(frozen=True)
@@ -74,9 +57,8 @@ class DramTiming:
     tCK_ns: float = 0.5   # clock period in ns (2 GHz command clock)
 
     def __post_init__(self):
-        for f in _dc_fields(self):
-            if f.name != "tCK_ns":
-                _int_in("DramTiming", f.name, getattr(self, f.name), 1, _T_MAX)
+        check_fields("DramTiming", self, *((f.name, 1, _T_MAX) for f in _dc_fields(self)
+                                           if f.name != "tCK_ns"))
         if not isinstance(self.tCK_ns, (int, float)) or isinstance(self.tCK_ns, bool) \
                 or not 0 < self.tCK_ns < 1e3:
             raise ValueError(f"DramTiming: tCK_ns={self.tCK_ns!r} must be a number in (0, 1000)")
@@ -183,22 +165,20 @@ class DramBankParams:
 
     def __post_init__(self):
         own = "DramBankParams"
-        _int_in(own, "rows", self.rows, 2, 1 << 16)
-        _int_in(own, "burst_bytes", self.burst_bytes, 2, 128)
-        if not _pow2(self.burst_bytes):
+        check_fields(own, self, ("rows", 2, 1 << 16), ("burst_bytes", 2, 128))
+        if not is_pow2(self.burst_bytes):
             raise ValueError(f"{own}: burst_bytes={self.burst_bytes} must be a power of two")
-        _int_in(own, "row_bytes", self.row_bytes, self.burst_bytes, 4096 * self.burst_bytes)
+        check_fields(own, self, ("row_bytes", self.burst_bytes, 4096 * self.burst_bytes))
         if self.row_bytes % self.burst_bytes:
             raise ValueError(f"{own}: row_bytes={self.row_bytes} must be a multiple of "
                              f"burst_bytes={self.burst_bytes}")
-        _int_in(own, "n_out", self.n_out, 1, self.burst_bytes)
-        if not _pow2(self.n_out):
+        check_fields(own, self, ("n_out", 1, self.burst_bytes))
+        if not is_pow2(self.n_out):
             raise ValueError(f"{own}: n_out={self.n_out} must be a power of two")
-        _int_in(own, "n_acc", self.n_acc, 1, 256)
-        if not _pow2(self.n_acc):
+        check_fields(own, self, ("n_acc", 1, 256))
+        if not is_pow2(self.n_acc):
             raise ValueError(f"{own}: n_acc={self.n_acc} must be a power of two")
-        _int_in(own, "acc_width", self.acc_width, self.min_acc_width, 48)
-        _int_in(own, "ref_max", self.ref_max, 1, 15)
+        check_fields(own, self, ("acc_width", self.min_acc_width, 48), ("ref_max", 1, 15))
         if not isinstance(self.timing, DramTiming):
             raise ValueError(f"{own}: timing={self.timing!r} must be a DramTiming")
 
@@ -222,7 +202,7 @@ class DramBankParams:
     def min_acc_width(self) -> int:
         """Smallest accumulator width in which one column's n_x products never wrap:
         |sum| <= n_x * 2**14 needs 15 + log2(n_x) magnitude bits plus a sign bit."""
-        return 16 + int(math.log2(self.burst_bytes // self.n_out))
+        return 16 + int(math.log2(self.n_x))
 
     @property
     def row_acc_width(self) -> int:
@@ -235,15 +215,15 @@ class DramBankParams:
 
     @property
     def row_bits(self) -> int:
-        return _bits(self.rows)
+        return index_bits(self.rows)
 
     @property
     def col_bits(self) -> int:
-        return _bits(self.n_cols)
+        return index_bits(self.n_cols)
 
     @property
     def dst_bits(self) -> int:
-        return _bits(self.n_acc)
+        return index_bits(self.n_acc)
 
     @property
     def ref_bits(self) -> int:
@@ -294,8 +274,7 @@ def encode(p: DramBankParams, op: DramOp, **f: int) -> int:
     for k, v in f.items():
         if k not in limits:
             raise ValueError(f"encode {op.name}: unknown field {k}={v!r}")
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < limits[k]:
-            raise ValueError(f"encode {op.name}: {k}={v!r} out of range 0..{limits[k] - 1}")
+        f[k] = check_int(f"encode {op.name}: {k}", v, 0, limits[k] - 1)
     return pack(cmd_fields(p), op=int(op), **f)
 
 

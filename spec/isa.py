@@ -11,12 +11,11 @@ import enum
 import math
 from dataclasses import dataclass
 
-from spec.params import Field, MacroParams, _layout, check_int, pack, unpack
+from spec.params import Field, MacroParams, _layout, check_int, index_bits, pack, unpack
 
-__all__ = ["Op", "LoopMode", "IO_OPS", "seq_window", "ChannelParams", "cmd_fields", "out_fields", "encode",
-           "decode",
-           "HostOp", "HostOpExt", "HOST_CHANNEL_OPS", "HOST_WIDTHS", "ModErr", "ModuleParams",
-           "host_fields", "host_op_limit", "mod_out_fields", "host_encode"]
+__all__ = ["Op", "LoopMode", "IO_OPS", "seq_window", "ChannelParams", "cmd_fields", "out_fields",
+           "encode", "decode", "HostOp", "HostOpExt", "HOST_CHANNEL_OPS", "HOST_WIDTHS", "ModErr",
+           "ModuleParams", "host_fields", "host_op_limit", "mod_out_fields", "host_encode"]
 
 
 # Widths (bits) of the host command's fields (:func:`host_fields`; then ``data``).  Fixed,
@@ -94,11 +93,11 @@ class ChannelParams:
 
     @property
     def bank_bits(self) -> int:
-        return max(1, math.ceil(math.log2(self.n_banks)))
+        return index_bits(self.n_banks)
 
     @property
     def gbuf_bits(self) -> int:
-        return max(1, math.ceil(math.log2(self.n_gbuf)))
+        return index_bits(self.n_gbuf)
 
     @property
     def data_bits(self) -> int:

@@ -17,20 +17,27 @@ import operator
 from dataclasses import dataclass
 
 __all__ = ["MacroParams", "MacroErr", "Field", "wr_fields", "req_fields", "res_fields",
-           "pack", "unpack", "pack_vec", "unpack_vec", "width", "check_int", "check_word"]
+           "pack", "unpack", "pack_vec", "unpack_vec", "width", "check_int", "check_word",
+           "check_fields", "is_pow2", "index_bits"]
 
 
 # --- argument checks (one place for every level: spec, models, program builders) ----------
+def _index(name: str, value, what: str) -> int:
+    """``operator.index(value)``; ValueError ``name=value must be <what>`` for a bool or a
+    non-integer."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be {what}, not a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name}={value!r} must be {what}") from None
+
+
 def check_int(name: str, value, lo: int | None = None, hi: int | None = None) -> int:
     """``value`` as a Python int, if it is an integer (int, IntEnum or numpy integer; not a
     bool, float or str) in ``lo..hi`` (either bound may be None).  Else ValueError naming
     ``name=value``."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} must be an int, not a bool")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name}={value!r} must be an int") from None
+    v = _index(name, value, "an int")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         rng = f"in {lo}..{hi}" if lo is not None and hi is not None else \
             (f">= {lo}" if lo is not None else f"<= {hi}")
@@ -46,16 +53,33 @@ def check_word(name: str, value, width: int) -> int:
         return value
     if isinstance(value, bool) and width == 1:
         return int(value)
-    if isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} must be an unsigned {width}-bit int, not a bool")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name}={value!r} must be an unsigned {width}-bit int") from None
+    v = _index(name, value, f"an unsigned {width}-bit int")
     if v < 0 or v >> width:
         raise ValueError(f"{name}={value!r} must be an unsigned {width}-bit int "
                          f"(0..2**{width}-1)")
     return v
+
+
+def check_fields(owner: str, obj, *ranges: tuple[str, int, int]) -> None:
+    """Check parameter fields: for each ``(name, lo, hi)``, ``getattr(obj, name)`` must be a
+    Python int (exactly: not a bool, float, numpy integer or int subclass) in ``lo..hi``.
+    Else ValueError ``owner: name=value must be an int`` / ``... must be in lo..hi``."""
+    for name, lo, hi in ranges:
+        v = getattr(obj, name)
+        if type(v) is not int:
+            raise ValueError(f"{owner}: {name}={v!r} must be an int")
+        if not lo <= v <= hi:
+            raise ValueError(f"{owner}: {name}={v!r} must be in {lo}..{hi}")
+
+
+def is_pow2(v: int) -> bool:
+    """True if the int ``v`` is a power of two (1, 2, 4, ...)."""
+    return v > 0 and not v & (v - 1)
+
+
+def index_bits(n: int) -> int:
+    """Width of an index field for ``n`` values: ceil(log2 n), at least 1 bit."""
+    return max(1, math.ceil(math.log2(n)))
 
 
 class MacroErr(enum.IntEnum):
@@ -118,20 +142,15 @@ class MacroParams:
     def __post_init__(self):
         def bad(name, why):
             raise ValueError(f"MacroParams: {name}={getattr(self, name)!r} {why}")
-        for name, lo, hi in (("n_in", 2, 1024), ("n_out", 1, 1024), ("w_bits", 4, 8),
-                             ("x_bits", 4, 8), ("n_sets", 2, 256), ("n_acc", 2, 256),
-                             ("tree_stages", 0, 2), ("acc_guard", 0, 16)):
-            v = getattr(self, name)
-            if type(v) is not int:
-                bad(name, "must be an int")
-            if not lo <= v <= hi:
-                bad(name, f"must be in {lo}..{hi}")
+        check_fields("MacroParams", self, ("n_in", 2, 1024), ("n_out", 1, 1024),
+                     ("w_bits", 4, 8), ("x_bits", 4, 8), ("n_sets", 2, 256), ("n_acc", 2, 256),
+                     ("tree_stages", 0, 2), ("acc_guard", 0, 16))
         if self.w_bits not in (4, 8):
             bad("w_bits", "must be 4 or 8")
         if self.x_bits not in (4, 8):
             bad("x_bits", "must be 4 or 8")
         for name in ("n_sets", "n_acc"):
-            if getattr(self, name) & (getattr(self, name) - 1):
+            if not is_pow2(getattr(self, name)):
                 bad(name, "must be a power of two")
 
     # --- derived widths (bits) -------------------------------------------------------
@@ -152,15 +171,15 @@ class MacroParams:
 
     @property
     def row_bits(self) -> int:
-        return max(1, math.ceil(math.log2(self.n_in)))
+        return index_bits(self.n_in)
 
     @property
     def set_bits(self) -> int:
-        return max(1, math.ceil(math.log2(self.n_sets)))
+        return index_bits(self.n_sets)
 
     @property
     def dst_bits(self) -> int:
-        return max(1, math.ceil(math.log2(self.n_acc)))
+        return index_bits(self.n_acc)
 
     @property
     def tag(self) -> str:

@@ -22,7 +22,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from spec.params import Field, MacroParams, _layout, pack
+from spec.params import Field, MacroParams, _layout, check_fields, index_bits, is_pow2, pack
 
 __all__ = ["SoftmaxParams", "SmOp", "SmErr", "SmState", "CHAN_BITS", "COUNT_BITS", "SH_BITS",
            "cmd_fields", "in_fields", "prob_fields", "res_fields", "exp_table", "encode_scale",
@@ -56,10 +56,6 @@ class SmState(enum.IntEnum):
     MERGE = 2
     EMIT = 3
     DONE = 4
-
-
-def _pow2(v: int) -> bool:
-    return v > 0 and not v & (v - 1)
 
 
 @dataclass(frozen=True)
@@ -97,24 +93,19 @@ class SoftmaxParams:
     def __post_init__(self):
         def bad(name, why):
             raise ValueError(f"SoftmaxParams: {name}={getattr(self, name)!r} {why}")
-        for name, lo, hi in (("score_bits", 8, 42), ("n_lanes", 1, 1024), ("tile", 2, 1024),
-                             ("max_context", 1, 1 << COUNT_BITS), ("n_part", 1, 8),
-                             ("mul_bits", 8, 24), ("frac_bits", 4, 16), ("int_bits", 4, 16),
-                             ("table_bits", 2, 10), ("exp_bits", 8, 24), ("prob_max", 1, 127)):
-            v = getattr(self, name)
-            if type(v) is not int:
-                bad(name, "must be an int")
-            if not lo <= v <= hi:
-                bad(name, f"must be in {lo}..{hi}")
+        check_fields("SoftmaxParams", self, ("score_bits", 8, 42), ("n_lanes", 1, 1024),
+                     ("tile", 2, 1024), ("max_context", 1, 1 << COUNT_BITS), ("n_part", 1, 8),
+                     ("mul_bits", 8, 24), ("frac_bits", 4, 16), ("int_bits", 4, 16),
+                     ("table_bits", 2, 10), ("exp_bits", 8, 24), ("prob_max", 1, 127))
         for name in ("n_lanes", "tile", "n_part"):
-            if not _pow2(getattr(self, name)):
+            if not is_pow2(getattr(self, name)):
                 bad(name, "must be a power of two")
         if self.table_bits > self.frac_bits:
             bad("table_bits", f"must be <= frac_bits={self.frac_bits}")
         if self.score_bits + self.mul_bits > 62:
             bad("mul_bits", f"+ score_bits={self.score_bits} must be <= 62")
         N, NO = self.max_context, self.n_lanes
-        if N % NO or not _pow2(N // NO):
+        if N % NO or not is_pow2(N // NO):
             bad("max_context", f"must be n_lanes={NO} times a power of two")
         if N < self.n_part * NO:
             bad("max_context", f"must be >= n_part * n_lanes = {self.n_part * NO}")
@@ -160,7 +151,7 @@ class SoftmaxParams:
     @property
     def idx_bits(self) -> int:
         """Tile index within a partition: < ceil(N / NI)."""
-        return max(1, math.ceil(math.log2(max(1, -(-self.max_context // self.tile)))))
+        return index_bits(-(-self.max_context // self.tile))
 
     @property
     def tag(self) -> str:

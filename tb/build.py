@@ -1,8 +1,8 @@
 """Verilator builds of the lockstep wrapper and the cocotb runs of the one lockstep loop.
 
-Builds live in ``sim_build/lockstep/<kind>_<params.tag>[_<fault>][_waves]/``, cached by
-``tb/cache.py`` (key: the wrapper's exact Verilog text, the flags, the Verilator config
-files).  The stock cocotb runner builds with ``--public-flat-rw`` (every signal visible to
+Builds live in ``sim_build/lockstep/<kind>_<params.tag>[_<fault>][_hier][_waves][_cov]/``
+(:func:`_variant`), cached by ``tb/cache.py`` (key: the wrapper's exact Verilog text, the
+flags, the Verilator config files).  The stock cocotb runner builds with ``--public-flat-rw`` (every signal visible to
 VPI, ~4x slower); here only the wrapper's ports are public (``tb/public.vlt``), which is all
 the lockstep loop (``tb/lockstep.py``) touches.
 """
@@ -72,8 +72,9 @@ class Target:
 
     @property
     def name(self) -> str:
-        return (f"{self.kind}_{self.params.tag}" + (f"_{self.fault}" if self.fault else "")
-                + ("_hier" if self.hierarchical else ""))
+        """The design: ``<kind>_<params.tag>[_<fault>]`` (the build options are not part of
+        it, see :func:`_variant`)."""
+        return f"{self.kind}_{self.params.tag}" + (f"_{self.fault}" if self.fault else "")
 
     def spec(self):
         return DESIGNS[self.kind].spec(self.params)
@@ -99,16 +100,26 @@ def coverage_dir() -> Path | None:
     return Path(d) if d else None
 
 
+def _variant(t: Target, waves: bool) -> tuple[list[str], Path]:
+    """Verilator flags and build directory of ``t``'s lockstep build: ``BUILD_FLAGS`` and
+    ``<t.name>``, then each build option in force adds its flags and its directory suffix:
+    hierarchical (HIER_FLAGS, ``_hier``), waves (``_waves``), coverage while
+    ``CIMPHONY_COVERAGE`` is set (COVERAGE_FLAGS, ``_cov``)."""
+    options = ((t.hierarchical, HIER_FLAGS, "_hier"), (waves, [], "_waves"),
+               (coverage_dir() is not None, COVERAGE_FLAGS, "_cov"))
+    flags = BUILD_FLAGS + [f for on, fl, _ in options if on for f in fl]
+    name = t.name + "".join(sfx for on, _, sfx in options if on)
+    return flags, vlenv.SIM_BUILD / "lockstep" / name
+
+
 def build_dir(t: Target, waves: bool = False) -> Path:
-    return vlenv.SIM_BUILD / "lockstep" / (t.name + ("_waves" if waves else "")
-                                            + ("_cov" if coverage_dir() else ""))
+    return _variant(t, waves)[1]
 
 
 def build(t: Target, waves: bool = False, quiet: bool = True) -> Path:
     """Build (or reuse) the Verilated lockstep wrapper of ``t``; returns the build dir."""
     vlenv.apply()
-    flags = (BUILD_FLAGS + (HIER_FLAGS if t.hierarchical else [])
-             + (COVERAGE_FLAGS if coverage_dir() else []))
+    flags, bdir = _variant(t, waves)
 
     def run_verilator(bdir: Path, src: str) -> None:
         vfile = bdir / f"{TOP}.v"
@@ -117,7 +128,7 @@ def build(t: Target, waves: bool = False, quiet: bool = True) -> Path:
                         build_dir=bdir, build_args=flags, waves=waves, always=True,
                         log_file=bdir / "build.log" if quiet else None)
 
-    return cache.cached_build(build_dir(t, waves), target=(t, waves), verilog=t.verilog,
+    return cache.cached_build(bdir, target=(t, waves), verilog=t.verilog,
                               extra=[repr(flags), f"waves={waves}", vlenv.WAIVERS,
                                      PUBLIC_VLT],
                               build=run_verilator, product=TOP)
@@ -163,7 +174,7 @@ def run_job(t: Target, streams: list[list[Beat]], *, seed: int, ready_p: float =
     cdir, cov = coverage_dir(), []
     if cdir:
         cdir.mkdir(parents=True, exist_ok=True)
-        dat = cdir.resolve() / f"{t.name}_{jfile.stem}_{time.time_ns()}.dat"
+        dat = cdir.resolve() / f"{bdir.name}_{jfile.stem}_{time.time_ns()}.dat"
         cov = [f"+verilator+coverage+file+{dat}"]
     t0 = time.time()
     try:  # under pytest the runner sys.exit()s on a failed cocotb test; the JSON says why

@@ -72,17 +72,14 @@ def sentence_arg(text: str) -> str:
 
 def add_arguments(ap) -> None:
     """Options of ``cimphony demo`` / ``python -m tb.demo`` (each checked by its type)."""
-    from cimphony.cli import env_default, nonneg_int, out_dir, probability
+    from cimphony.cli import add_seed_and_out, nonneg_int, probability
     ap.add_argument("--sentence", type=sentence_arg, metavar="TEXT", default=MINILM_SENTENCE,
                     help="text whose MiniLM tokens are the Q/K/V inputs (at most 128 tokens)")
     ap.add_argument("--ready-p", type=probability, metavar="P", default=1.0,
                     help="res.ready duty in (0, 1] (backpressure)")
     ap.add_argument("--gap", type=nonneg_int, metavar="N", default=0,
                     help="max random idle gap per beat")
-    ap.add_argument("--seed", type=nonneg_int, metavar="N", default=env_default("SEED", 1),
-                    help="seed of gaps and ready pattern (default: $SEED, else 1)")
-    ap.add_argument("--out", type=out_dir, metavar="DIR", default=OUT,
-                    help="output directory")
+    add_seed_and_out(ap, seed=1, out=OUT, what="seed of gaps and ready pattern")
     ap.add_argument("--workload", choices=("smollm2", "minilm"), default="smollm2",
                     help="smollm2: text generated on the accelerator (tb/smollm2_demo.py); "
                          "minilm: MiniLM layer-0 QKV through the Verilated macro")

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["QTensor", "qmax", "quantise_per_channel", "quantise_per_token", "dequantise",
-           "dequantise_matmul"]
+__all__ = ["QTensor", "qmax", "quantise_per_channel", "quantise_per_token", "quantise_rows",
+           "dequantise", "dequantise_matmul"]
 
 
 def qmax(bits: int) -> int:
@@ -58,14 +58,19 @@ def _check_2d(name: str, a) -> np.ndarray:
     return a
 
 
-def _quantise_rows(name: str, a, bits: int) -> QTensor:
-    a = _check_2d(name, a)
-    m = qmax(bits)
+def quantise_rows(a: np.ndarray, m: int, bits: int) -> QTensor:
+    """The symmetric per-row rule on the grid [-m, m] of a finite float64 2-D ``a`` (checked
+    by the caller): scale = max|row| / m, codes = clip(rint(a / scale), -m, m); ``bits``
+    is the QTensor's width."""
     amax = np.max(np.abs(a), axis=1)
     # an all-zero row gets scale 1.0 (its codes are all 0 whatever the scale)
     scale = np.where(amax > 0, amax / m, 1.0)
     q = np.clip(np.rint(a / scale[:, None]), -m, m).astype(np.int64)
     return QTensor(q, scale, bits)
+
+
+def _quantise_rows(name: str, a, bits: int) -> QTensor:
+    return quantise_rows(_check_2d(name, a), qmax(bits), bits)
 
 
 def quantise_per_channel(w, bits: int = 8) -> QTensor:

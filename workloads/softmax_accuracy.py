@@ -29,6 +29,8 @@ import numpy as np
 from model.softmax import softmax_trace
 from spec.params import MacroParams, check_int
 from spec.softmax import SoftmaxParams, encode_scale
+from workloads import quant
+from workloads.blockquant import cosine          # 1.0 for two zero vectors
 from workloads.smollm2 import FloatDecoder
 
 __all__ = ["SMOLLM2_TEXT", "quantise_head", "attention_fixed", "float_attention", "cosine",
@@ -70,11 +72,14 @@ def _check_qkv(q, K, V):
 
 
 def _sym(a, axis=None):
-    """INT8 symmetric codes and scale(s) of ``a`` (max |a| -> 127; an all-zero slice: 1)."""
-    amax = np.max(np.abs(a), axis=axis)
-    s = np.where(amax > 0, amax / 127.0, 1.0)
-    return np.clip(np.rint(a / (s if axis is None else np.expand_dims(s, axis))), -127, 127) \
-        .astype(np.int64), s
+    """INT8 symmetric codes and scale(s) of ``a`` (:func:`workloads.quant.quantise_rows`:
+    max |a| -> 127, an all-zero slice: 1): one scale per column (``axis=0``) or one for the
+    whole vector."""
+    if axis is None:
+        t = quant.quantise_rows(a.reshape(1, -1), quant.qmax(8), 8)
+        return t.q.reshape(a.shape), t.scale[0]
+    t = quant.quantise_rows(a.T, quant.qmax(8), 8)
+    return t.q.T, t.scale
 
 
 def quantise_head(q, K, V) -> dict:
@@ -117,17 +122,6 @@ def attention_fixed(q, K, V, sp: SoftmaxParams, parts: int = 1, table=None,
     pq = np.rint(e * 127.0).astype(np.int64)
     o_host = (pq @ qz["vq"]) * qz["v_scale"] / pq.sum()
     return dict(o_l=o_l, o_qsum=o_qsum, o_host=o_host, trace=tr, scores=S, quant=qz)
-
-
-def cosine(a, b) -> float:
-    """Cosine similarity of two vectors (1.0 for two zero vectors)."""
-    a, b = np.ravel(np.asarray(a, dtype=np.float64)), np.ravel(np.asarray(b, dtype=np.float64))
-    if a.shape != b.shape or a.size == 0:
-        raise ValueError(f"cosine: shapes {a.shape} and {b.shape} must be equal and non-empty")
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return 1.0 if na == nb else 0.0
-    return float(a @ b / (na * nb))
 
 
 def minilm_heads(sentence: str | None = None, all_queries: bool = False) -> list:

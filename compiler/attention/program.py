@@ -21,7 +21,8 @@ from spec.isa import HostOp, ModuleParams, host_encode, mod_out_fields
 from spec.params import check_int, pack_vec, unpack_vec
 from workloads.quant import quantise_per_channel, quantise_per_token
 
-__all__ = ["Request", "Program", "DecodeOut", "build_program", "reference_attention"]
+__all__ = ["Request", "Program", "DecodeOut", "build_program", "reference_attention",
+           "chan_tokens", "pad", "pow2_floor", "place_beat"]
 
 
 @dataclass
@@ -115,7 +116,8 @@ class Program:
     page_table: dict = field(default_factory=dict, repr=False)   # vp -> (rid, pp)
 
 
-def _pow2_floor(x: int) -> int:
+def pow2_floor(x: int) -> int:
+    """The largest power of two <= max(1, x)."""
     return 1 << (max(1, x).bit_length() - 1)
 
 
@@ -129,6 +131,21 @@ def pad(v, n):
 def chan_tokens(T: int, c: int, C: int, tcp: bool) -> np.ndarray:
     """Global token of local index j on channel ``c`` (TCP interleave), as an array."""
     return np.arange(c, T, C) if tcp else np.arange(T)
+
+
+def place_beat(scores, acc, kind: str, qi: int, k: int, y, T: int, c: int, C: int,
+               tcp: bool, NO: int) -> None:
+    """Put result beat ``y`` of one head (query ``qi``) where it belongs: a QK^T beat of key
+    block ``k`` of channel ``c`` into ``scores`` [g, T] at the tokens it holds, an SV beat of
+    dim chunk ``k`` added into ``acc`` [g, d]."""
+    if kind == "qk":
+        toks = chan_tokens(T, c, C, tcp)
+        loc = np.arange(k * NO, (k + 1) * NO)
+        ok = loc < len(toks)
+        scores[qi, toks[loc[ok]]] = y[ok]
+    else:
+        n = min(NO, acc.shape[1] - k * NO)
+        acc[qi, k * NO:k * NO + n] += y[:n]
 
 
 def _check(p, requests, partition, alloc, loop, max_context) -> list:
@@ -297,15 +314,7 @@ def _decoder(p, reqs, reads, heads, exp_scores, tcp):
                                  f"{fld(w, 'o')}), expected ({bank},{o}) for {tag}")
             y = np.array(unpack_vec(w, NO, m.acc_width), dtype=np.int64)
             kind, ri, h, qi, k, _ = tag
-            r = reqs[ri]
-            if kind == "qk":
-                toks = chan_tokens(r.T, c, C, tcp)
-                loc = np.arange(k * NO, (k + 1) * NO)
-                ok = loc < len(toks)
-                scores[ri][h, qi, toks[loc[ok]]] = y[ok]
-            else:
-                n = min(NO, r.d - k * NO)
-                acc[ri][h, qi, k * NO:k * NO + n] += y[:n]
+            place_beat(scores[ri][h], acc[ri][h], kind, qi, k, y, reqs[ri].T, c, C, tcp, NO)
         for ri in range(len(reqs)):
             if not np.array_equal(scores[ri], exp_scores[ri]):
                 bad = np.argwhere(scores[ri] != exp_scores[ri])[0]
@@ -355,7 +364,7 @@ def build_program(p: ModuleParams, requests: list, partition: str = "TCP", alloc
         raise ValueError(f"acc_guard: up to n_sets={S} SV chunks accumulate per bank; more than "
                          f"2**acc_guard would wrap")
     # key blocks per QK iteration: U banks, a power of two (the LOOP's tokens per iteration)
-    U_lim = _pow2_floor(min(B, E, (L // (kt_max + 1)) if loop else B))
+    U_lim = pow2_floor(min(B, E, (L // (kt_max + 1)) if loop else B))
     if loop and kt_max + 1 > L:
         raise ValueError(f"loop_len: the QK^T loop body needs {kt_max + 1} commands, "
                          f"loop_len={L}")
@@ -372,7 +381,7 @@ def build_program(p: ModuleParams, requests: list, partition: str = "TCP", alloc
             return U_lim
         if kt_n == 1:
             return 1
-        return min(U_lim, _pow2_floor(kb_need))
+        return min(U_lim, pow2_floor(kb_need))
 
     heads, ref, exp_scores, exp_o = _numerics(reqs, m)
     pages, streams = _place(p, reqs, tcp, alloc, loop, max_context, choose_U)
@@ -384,10 +393,9 @@ def build_program(p: ModuleParams, requests: list, partition: str = "TCP", alloc
     decode, n_reads = _decoder(p, reqs, reads, heads, exp_scores, tcp)
 
     live = sum(r.H * r.T * r.d * 2 for r in reqs) * m.w_bits / 8
-    page_bytes = C * NI * NO * m.w_bits // 8
-    reserved = pages.used * page_bytes
+    reserved = pages.used * pages.page_bytes
     cap = dict(live_bytes=live, reserved_bytes=reserved, mapped_pages=pages.used,
-               n_pages=p.n_pages, page_bytes=page_bytes, vpages=pages.vpages_used,
+               n_pages=p.n_pages, page_bytes=pages.page_bytes, vpages=pages.vpages_used,
                utilisation=live / reserved if reserved else 0.0)
     useful = sum(2 * r.H * r.g * r.T * r.d for r in reqs)
     info = dict(U=[st["U"] for st in streams], per=[st["per"] for st in streams],

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from compiler.attention.program import chan_tokens as _chan_tokens, pad as _pad
+from compiler.attention.program import chan_tokens, pad
 from spec.isa import HostOp, ModuleParams, host_encode
 from spec.params import pack_vec
 
@@ -26,19 +26,10 @@ def build_step(p: ModuleParams, reqs: list, streams: list, heads: dict, tcp: boo
     allmask = (1 << C) - 1
     enc = lambda op, **f: host_encode(p, op, **f)          # noqa: E731
 
-    def head_of(ri, h):
-        return heads[(ri, h)]
-
-    def chan_tokens(T, c):
-        return _chan_tokens(T, c, C, tcp)
-
     reads = {c: [] for c in range(C)}       # per channel: (bank, o, tag) in program order
     n_mac = [0]
     gctr = {}
     octr = {}
-
-    def lane_key(mask):
-        return mask
 
     def nxt_g(lane, k):
         v = gctr.get(lane, 0)
@@ -70,11 +61,11 @@ def build_step(p: ModuleParams, reqs: list, streams: list, heads: dict, tcp: boo
     qk_lanes, sv_lanes = {}, {}
     for st, h, mask in units():
         ri, r = st["r"], reqs[st["r"]]
-        hd = head_of(ri, h)
+        hd = heads[(ri, h)]
         kt_n, dc_n, kv0, vv0, bank_of = (st["kt_n"], st["dc_n"], st["kv0"], st["vv0"],
                                          st["bank_of"])
         U, per = st["U"], st["per"]
-        lane = lane_key(mask)
+        lane = mask                                 # a lane is its channel mask
         qgroups = qk_lanes.setdefault(lane, [])
         nloc = math.ceil(r.T / Cs)
         kb_live = math.ceil(nloc / NO)
@@ -82,7 +73,7 @@ def build_step(p: ModuleParams, reqs: list, streams: list, heads: dict, tcp: boo
             gs = nxt_g(lane, kt_n)
             os_ = nxt_o(lane, U)
             grp = [enc(HostOp.WR_INP, chmask=mask, g=gs[kt],
-                       data=pack_vec(_pad(hd["qq"][qi, kt * NI:(kt + 1) * NI], NI), m.x_bits))
+                       data=pack_vec(pad(hd["qq"][qi, kt * NI:(kt + 1) * NI], NI), m.x_bits))
                    for kt in range(kt_n)]
             if loop:
                 body = []
@@ -128,10 +119,10 @@ def build_step(p: ModuleParams, reqs: list, streams: list, heads: dict, tcp: boo
                 g = nxt_g(lane, 1)[0]
                 grp = []
                 for c in (range(C) if tcp else [None]):
-                    toks = chan_tokens(r.T, c if tcp else 0)[tc * NI:(tc + 1) * NI]
+                    toks = chan_tokens(r.T, c if tcp else 0, C, tcp)[tc * NI:(tc + 1) * NI]
                     cm = (1 << c) if tcp else mask
                     grp.append(enc(HostOp.WR_INP, chmask=cm, g=g,
-                                   data=pack_vec(_pad(hd["wq"][qi, toks], NI), m.x_bits)))
+                                   data=pack_vec(pad(hd["wq"][qi, toks], NI), m.x_bits)))
                 for dc in range(dc_n):
                     vp = vv0 + tc * dc_n + dc
                     b = bank_of[vp]

@@ -162,7 +162,6 @@ def pack_rows(rows: np.ndarray, bits: int) -> list[int]:
 def wr_w_words(p: ModuleParams, chmask: int, rid: int, vp: int, datas, row0: int = 0) -> list:
     """WR_W words of rows ``row0, row0+1, ..`` with data words ``datas`` (the fields are
     disjoint: row and data are added to one encoded word)."""
-    from spec.isa import host_fields
     hf = host_fields(p)
     base = host_encoder(p)(HostOp.WR_W, chmask=chmask, rid=rid, vp=vp)
     ro, do = hf["row"].offset, hf["data"].offset
@@ -253,13 +252,11 @@ def gemv_words(p: ModuleParams, plan: GemvPlan, xq, W, ctr: Counters, phase: str
                     k = pt * plan.kc + i
                     if k >= plan.kt:
                         continue
-                    tile = np.zeros(NI, dtype=np.int64)
-                    seg = xd[j, k * NI:(k + 1) * NI]
-                    tile[:seg.size] = seg
                     g = ctr.next_g(G)
                     gs[(pt, j)] = g
+                    # the chunk's missing tail is zero: pack_vec packs element 0 in the LSBs
                     words.append(enc(HostOp.WR_INP, chmask=mask, g=g,
-                                     data=pack_vec(tile, m.x_bits)))
+                                     data=pack_vec(xd[j, k * NI:(k + 1) * NI], m.x_bits)))
             vps = {}
             for u in rnd:
                 s, pt = divmod(u, plan.kp)

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from compiler.attention.program import chan_tokens, pad
+from compiler.attention.program import chan_tokens, pad, place_beat, pow2_floor
 from compiler.attention.step import build_step
 from compiler.decoder.gemv import host_encoder, pack_rows, wr_w_words
 from compiler.pages import PageAllocator, kv_blocks
@@ -29,10 +29,6 @@ from spec.isa import HostOp, ModuleParams
 from spec.params import pack_vec
 
 __all__ = ["LayerKV"]
-
-
-def _pow2_floor(x: int) -> int:
-    return 1 << (max(1, x).bit_length() - 1)
 
 
 class LayerKV:
@@ -60,7 +56,7 @@ class LayerKV:
                              f"entries and sets and {self.dc_n} OBuf entries")
         if m.n_sets > 2 ** m.acc_guard:
             raise ValueError(f"acc_guard: up to n_sets={m.n_sets} SV chunks per bank would wrap")
-        U = 1 if loop else _pow2_floor(min(cp.n_banks, m.n_acc))
+        U = 1 if loop else pow2_floor(min(cp.n_banks, m.n_acc))
         per = None
         if loop:
             if (NO * self.Cs) & (NO * self.Cs - 1):
@@ -116,6 +112,20 @@ class LayerKV:
         """(channel, local index) of token t of a head whose HFP channel is ``ch``."""
         return (t % self.p.n_ch, t // self.p.n_ch) if self.tcp else (ch, t)
 
+    def _key_block(self, st, h, c: int, kb: int, toks) -> list:
+        """WR_W words of every d row of key block ``kb`` of head ``h`` on channel ``c``: row r
+        of d-chunk kt holds dim kt*n_in + r of the block's tokens ``toks`` (the rest 0)."""
+        p, m = self.p, self.p.channel.macro
+        NI, NO = m.n_in, m.n_out
+        out = []
+        for kt in range(self.kt_n):
+            n = min(NI, self.d - kt * NI)
+            blk = np.zeros((n, NO), np.int64)
+            blk[:, :len(toks)] = self.kq[h][np.ix_(toks, range(kt * NI, kt * NI + n))].T
+            out += wr_w_words(p, 1 << c, self.rid, st["kv0"] + kb * self.kt_n + kt,
+                              pack_rows(blk, m.w_bits))
+        return out
+
     def _token_rows(self, st, h, ch, t: int, T: int, zero: bool) -> list:
         """WR_W words that write token t (of T held) of head h: its key block's d rows, its
         V row."""
@@ -124,14 +134,7 @@ class LayerKV:
         c, j = self._chan(t, ch)
         kb, tc = j // NO, j // NI
         toks = chan_tokens(T, c, p.n_ch, self.tcp)[kb * NO:(kb + 1) * NO]
-        out = []
-        for kt in range(self.kt_n):
-            n = min(NI, self.d - kt * NI)
-            blk = np.zeros((n, NO), np.int64)
-            if not zero:
-                blk[:, :len(toks)] = self.kq[h][np.ix_(toks, range(kt * NI, kt * NI + n))].T
-            out += wr_w_words(p, 1 << c, self.rid, st["kv0"] + kb * self.kt_n + kt,
-                              pack_rows(blk, m.w_bits))
+        out = self._key_block(st, h, c, kb, toks[:0] if zero else toks)   # zero: no data
         for dc in range(self.dc_n):
             vp = st["vv0"] + tc * self.dc_n + dc
             data = 0 if zero else pack_vec(pad(self.vq[h, t, dc * NO:(dc + 1) * NO], NO),
@@ -167,15 +170,7 @@ class LayerKV:
                 for c in (range(p.n_ch) if self.tcp else [ch]):
                     toks = chan_tokens(self.T, c, p.n_ch, self.tcp)
                     for kb in range(math.ceil(len(toks) / NO)):
-                        tk = toks[kb * NO:(kb + 1) * NO]
-                        for kt in range(self.kt_n):
-                            n = min(NI, self.d - kt * NI)
-                            blk = np.zeros((n, NO), np.int64)
-                            blk[:, :len(tk)] = self.kq[h][np.ix_(tk, range(kt * NI,
-                                                                       kt * NI + n))].T
-                            out += wr_w_words(p, 1 << c, self.rid,
-                                              st["kv0"] + kb * self.kt_n + kt,
-                                              pack_rows(blk, m.w_bits))
+                        out += self._key_block(st, h, c, kb, toks[kb * NO:(kb + 1) * NO])
                     for dc in range(self.dc_n):
                         for tc in range(math.ceil(len(toks) / NI)):
                             tk = toks[tc * NI:(tc + 1) * NI]
@@ -219,14 +214,7 @@ class LayerKV:
         acc = np.zeros((self.n_kv, self.g, self.d), np.int64)
         for c, tag, y in beats:
             _, kind, _, h, qi, k, _c = tag
-            y = np.asarray(y, dtype=np.int64)
-            if kind == "qk":
-                toks = chan_tokens(T, c, self.p.n_ch, self.tcp)
-                loc = np.arange(k * NO, (k + 1) * NO)
-                ok = loc < len(toks)
-                scores[h, qi, toks[loc[ok]]] = y[ok]
-            else:
-                n = min(NO, self.d - k * NO)
-                acc[h, qi, k * NO:k * NO + n] += y[:n]
+            place_beat(scores[h], acc[h], kind, qi, k, np.asarray(y, dtype=np.int64), T, c,
+                       self.p.n_ch, self.tcp, NO)
         return scores, acc
 

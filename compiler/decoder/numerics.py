@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from model.numerics import wrap
 from workloads import quant
 from workloads.smollm2 import exact_int_matmul_t
 
@@ -47,10 +48,7 @@ def quantise_acts(x, digits: int = 1, bits: int = 8) -> quant.QTensor:
     if a.ndim != 2 or a.size == 0 or not np.all(np.isfinite(a)):
         raise ValueError(f"quantise_acts: x must be a finite non-empty 2-D array, got shape "
                          f"{a.shape}")
-    amax = np.max(np.abs(a), axis=1)
-    scale = np.where(amax > 0, amax / m, 1.0)
-    q = np.clip(np.rint(a / scale[:, None]), -m, m).astype(np.int64)
-    return quant.QTensor(q, scale, digits * bits)
+    return quant.quantise_rows(a, m, digits * bits)
 
 
 def split_digits(codes, digits: int, bits: int = 8) -> np.ndarray:
@@ -70,13 +68,6 @@ def split_digits(codes, digits: int, bits: int = 8) -> np.ndarray:
 def digit_weights(digits: int, bits: int = 8) -> list[int]:
     """Place value of each digit, most significant first."""
     return [1 << (bits * (digits - 1 - j)) for j in range(digits)]
-
-
-def wrap(a, width: int) -> np.ndarray:
-    """``a`` (int64) reduced to a signed ``width``-bit two's complement value."""
-    a = np.asarray(a, dtype=np.int64)
-    half = np.int64(1) << (width - 1)
-    return ((a + half) & ((np.int64(1) << width) - 1)) - half
 
 
 def gemv_int(xq: np.ndarray, wq: np.ndarray, digits: int, macro, parts,

@@ -3,13 +3,14 @@ performance model.
 
 :class:`ModuleSession` keeps one :class:`model.module.ModuleModel` alive (weights, page table,
 KV cache) and pushes each program like a host: on the valid/ready port when the module has
-``host_ready``, else in the cycles where the FIFO has room (the rule of
-:func:`compiler.host.pace`).  :func:`step_cycles` times a step program with the performance
-model (``perf.sim``), whose cycle counts equal the golden model's (tested here on the decode
-step: tests/workloads/test_smollm2_pim.py).
+``host_ready``, else in the cycles where the FIFO has room (:func:`compiler.host.host_push`,
+the rule of :func:`compiler.host.pace`).  :func:`step_cycles` times a step program with the
+performance model (``perf.sim``), whose cycle counts equal the golden model's (tested here on
+the decode step: tests/workloads/test_smollm2_pim.py).
 """
 from __future__ import annotations
 
+from compiler.host import host_push
 from model.module import ModuleModel
 from perf.params import SimParams
 from perf.program import from_host_words
@@ -42,20 +43,11 @@ class ModuleSession:
     def run(self, words, stall_limit: int = 200_000) -> SessionRun:
         """Push ``words`` (host command ints) and run until the module is idle with every
         result out; RuntimeError on a rejected command, a dropped push or a stall."""
-        mm, p = self.mm, self.p
-        F, hr = p.fifo_depth, p.host_ready
+        mm = self.mm
         outs, busy = [], 0
         i, n, c, last = 0, len(words), 0, 0
-        step = mm.step
         while True:
-            push = 0
-            if i < n and (hr or len(mm._fifo) < F):      # noqa: SLF001 (pace's rule)
-                push = 1
-                o = step(1, words[i], 1)
-                if hr and not o.host_ready:
-                    push = 0
-            else:
-                o = step(0, 0, 1)
+            push, o = host_push(mm, words[i] if i < n else None)
             if o.err or o.ovf or any(co.err for co in mm.last_chan_outs):
                 raise RuntimeError(f"ModuleSession: err={o.err} ovf={o.ovf} at cycle {c} of "
                                    f"the program (command {i} of {n} next)")

@@ -18,8 +18,6 @@ _HF_FIELDS = (("layers", "num_hidden_layers"), ("heads", "num_attention_heads"),
               ("vocab", "vocab_size"))
 
 
-
-
 def _pos_int(what: str, name: str, v) -> int:
     return check_int(f"{what}: {name}", v, 1)
 

@@ -14,7 +14,7 @@ from compiler import llm as L
 from compiler.host import pace, run_program
 from compiler.pages import PageAllocator, kv_pages
 from compiler.programs import gemv_program, qk_stream_program
-from perf.energy import step_energy
+from perf.energy import module_dynamic
 from perf.program import HCmd, Rep, from_host_words, to_host_words
 from perf.sim import simulate
 from spec.isa import ChannelParams, HostOp, ModuleParams
@@ -123,7 +123,8 @@ CASES = {
     "to_host_words p=None": (lambda: to_host_words(None, []), "p=None"),
     "from_host_words words=5": (lambda: from_host_words(MP, 5), "words=5"),
     "Rep body item": (lambda: Rep(((5,),), 2), "body item 5"),
-    "step_energy stats={}": (lambda: step_energy(L.small_system().sim, {}), "stats={}"),
+    "module_dynamic stats={}": (lambda: module_dynamic(L.small_system().sim, {}),
+                                "stats={}"),
 }
 
 

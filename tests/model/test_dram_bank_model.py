@@ -12,7 +12,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from model.dram_bank import DramBankModel, DramOut, state_diff
+from model.dram_bank import DramBankModel, DramOut
+from model.interface import state_diff
 from model.numerics import unpack_signed, wrap
 from spec.dram import (GDDR6_AIM_TIMING, SHORT_TIMING, DramBankParams, DramErr, DramOp,
                        DramTiming, cmd_fields, decode, encode, rd_fields, res_fields)

@@ -320,7 +320,7 @@ def test_hfp_layer_rotation_is_timing_symmetric(layers, ctx, alloc, dcs):
     ones on other channels): the step (a Rep over the rotated layer variants) is within 0.5% of
     layer 0 repeated, which perf/report.py simulates because it extrapolates layer by layer.
     The MAC work is identical."""
-    from perf.report import timing_items
+    from perf.point import timing_items
     from compiler import llm as L
     s = L.small_system(n_sets=128)
     s = L.System(s.sim.with_(dcs=dcs, out_ports=s.sim.n_ch), 1, 1, 1, "small")

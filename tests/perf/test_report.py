@@ -5,8 +5,6 @@ exits non-zero; the tables' arithmetic and the plots' labels."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +16,6 @@ from perf import report, tables as T
 from perf.grid import MIX_CONTEXT, fmt_ctx, pairs
 from perf.plots import CATEGORIES, category
 
-DASK = Path(sys.executable).with_name("dask")
 TINY = ["--systems", "dimc-whatif", "--models", "llama-3.1-8b", "--policies", "baseline",
         "--batch-cap", "1", "--jobs", "1"]
 
@@ -105,57 +102,22 @@ def test_a_failed_point_exits_nonzero(tmp_path, monkeypatch, capsys):
     assert (out / "report.md").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_grid_on_a_separate_scheduler_and_worker(tmp_path, dask_cluster):
+    addr, env = dask_cluster.addr, dask_cluster.env
+    t0 = time.monotonic()
+    out = tmp_path / "p"
+    rc = subprocess.run([sys.executable, "-m", "perf.report", *TINY, "--contexts", "1024",
+                         "--scheduler", addr, "--out", str(out)], capture_output=True,
+                        text=True, timeout=300, env=env)
+    assert rc.returncode == 0, rc.stderr[-2000:]
+    res = _results(out)
+    assert [r["status"] for r in res["rows"]] == ["ok", "ok"]
+    assert addr in res["meta"]["cluster"]
+    assert time.monotonic() - t0 < 300
 
 
-def _stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def test_grid_on_a_separate_scheduler_and_worker(tmp_path):
-    port = _free_port()
-    addr = f"tcp://127.0.0.1:{port}"
-    log = open(tmp_path / "dask.log", "w")
-    procs = []
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    try:
-        procs.append(subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port",
-                                       str(port), "--no-dashboard"], stdout=log,
-                                      stderr=subprocess.STDOUT, env=env))
-        procs.append(subprocess.Popen([str(DASK), "worker", addr, "--nthreads", "1",
-                                       "--nworkers", "1", "--no-dashboard", "--host",
-                                       "127.0.0.1", "--death-timeout", "60"], stdout=log,
-                                      stderr=subprocess.STDOUT, env=env))
-        from dask.distributed import Client
-        with Client(addr, timeout="30s") as c:
-            c.wait_for_workers(1, timeout=30)
-        t0 = time.monotonic()
-        out = tmp_path / "p"
-        rc = subprocess.run([sys.executable, "-m", "perf.report", *TINY, "--contexts", "1024",
-                             "--scheduler", addr, "--out", str(out)], capture_output=True,
-                            text=True, timeout=300, env=env)
-        assert rc.returncode == 0, rc.stderr[-2000:]
-        res = _results(out)
-        assert [r["status"] for r in res["rows"]] == ["ok", "ok"]
-        assert addr in res["meta"]["cluster"]
-        assert time.monotonic() - t0 < 300
-    finally:
-        for p in reversed(procs):
-            _stop(p)
-        log.close()
-
-
-def test_unreachable_scheduler_exits_2_naming_it(tmp_path, capsys):
-    addr = f"tcp://127.0.0.1:{_free_port()}"
+def test_unreachable_scheduler_exits_2_naming_it(tmp_path, capsys, free_port):
+    addr = f"tcp://127.0.0.1:{free_port}"
     assert report.main([*TINY, "--contexts", "1024", "--scheduler", addr,
                         "--connect-timeout", "2", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err

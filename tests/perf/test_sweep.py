@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,8 +16,6 @@ from perf.sweep import Point, failures, point_key, run_sweep
 
 # Workers cannot import this test module by name: ship its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-DASK = Path(sys.executable).with_name("dask")
 
 
 def square(x, log):
@@ -128,63 +124,27 @@ def test_validation(call, name, tmp_path, monkeypatch):
         call()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_unreachable_scheduler_is_a_value_error(tmp_path):
-    addr = f"tcp://127.0.0.1:{_free_port()}"
+def test_unreachable_scheduler_is_a_value_error(tmp_path, free_port):
+    addr = f"tcp://127.0.0.1:{free_port}"
     with pytest.raises(ValueError, match="scheduler="):
         run_sweep([(square, {"x": 1, "log": str(tmp_path / "l")})], cache_dir=tmp_path,
                   code_version="v", scheduler=addr, connect_timeout=2, progress=False)
 
 
-def _stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def test_separate_scheduler_and_worker(tmp_path):
+def test_separate_scheduler_and_worker(tmp_path, dask_cluster):
     """A grid against ``dask scheduler`` + ``dask worker`` started as processes."""
-    port = _free_port()
-    addr = f"tcp://127.0.0.1:{port}"
-    out = open(tmp_path / "dask.log", "w")
-    procs = []
-    try:
-        procs.append(subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1",
-                                       "--port", str(port), "--no-dashboard",
-                                       "--dashboard-address", ":0"],
-                                      stdout=out, stderr=subprocess.STDOUT))
-        procs.append(subprocess.Popen([str(DASK), "worker", addr, "--nthreads", "1",
-                                       "--nworkers", "1", "--no-dashboard", "--host",
-                                       "127.0.0.1", "--death-timeout", "30"],
-                                      stdout=out, stderr=subprocess.STDOUT))
-        from dask.distributed import Client
-        t0 = time.monotonic()
-        with Client(addr, timeout="20s") as c:
-            c.wait_for_workers(1, timeout=20)
-        log = str(tmp_path / "calls.txt")
-        grid = [Point(square, {"x": x, "log": log}) for x in range(4)]
-        grid.append(Point(boom, {"x": 9, "log": log}))
-        recs = run_sweep(grid, cache_dir=tmp_path / "c", code_version="v", scheduler=addr,
-                         connect_timeout=10, progress=False)
-        assert [r["status"] for r in recs] == ["ok"] * 4 + ["error"], failures(recs)
-        assert [r["result"]["y"] for r in recs[:4]] == [0, 1, 4, 9]
-        assert os.getpid() not in {r["result"]["pid"] for r in recs[:4]}   # ran remotely
-        assert [r["error"] for r in failures(recs)] == ["ValueError: point x=9 fails"]
-        again = run_sweep(grid[:4], cache_dir=tmp_path / "c", code_version="v",
-                          scheduler=addr, progress=False)
-        assert all(r["cached"] for r in again) and sorted(calls(log)) == \
-            ["0", "1", "2", "3", "9", "boom"]
-        assert time.monotonic() - t0 < 30
-    finally:
-        for p in reversed(procs):
-            _stop(p)
-        out.close()
+    addr, t0 = dask_cluster.addr, dask_cluster.t0
+    log = str(tmp_path / "calls.txt")
+    grid = [Point(square, {"x": x, "log": log}) for x in range(4)]
+    grid.append(Point(boom, {"x": 9, "log": log}))
+    recs = run_sweep(grid, cache_dir=tmp_path / "c", code_version="v", scheduler=addr,
+                     connect_timeout=10, progress=False)
+    assert [r["status"] for r in recs] == ["ok"] * 4 + ["error"], failures(recs)
+    assert [r["result"]["y"] for r in recs[:4]] == [0, 1, 4, 9]
+    assert os.getpid() not in {r["result"]["pid"] for r in recs[:4]}   # ran remotely
+    assert [r["error"] for r in failures(recs)] == ["ValueError: point x=9 fails"]
+    again = run_sweep(grid[:4], cache_dir=tmp_path / "c", code_version="v",
+                      scheduler=addr, progress=False)
+    assert all(r["cached"] for r in again) and sorted(calls(log)) == \
+        ["0", "1", "2", "3", "9", "boom"]
+    assert time.monotonic() - t0 < 30
