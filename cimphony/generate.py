@@ -1,7 +1,8 @@
 """``cimphony generate``: SmolLM2-135M generates text on the accelerator.
 
-    cimphony generate --prompt TEXT --tokens N [--policy tcp|hfp] [--alloc dpa|static]
-                      [--digits 1|2] [--loop] [--golden-layers L ...] [--rtl-layers L ...]
+    cimphony generate --prompt TEXT --tokens N [--format int8|bfp16|mxint8|q4_1]
+                      [--policy tcp|hfp] [--alloc dpa|static] [--digits 1|2] [--loop]
+                      [--golden-layers L ...] [--rtl-layers L ...]
                       [--eval-positions N] [--chat] [--json] [--out FILE]
 
 The prompt is prefilled and N tokens are decoded greedily by
@@ -13,6 +14,18 @@ modelled tokens/s, and with ``--golden-layers`` / ``--rtl-layers`` the checks of
 against the cycle-exact model / the RTL (``mismatches``).  Malformed options exit 2 before
 the model is loaded; a layer number or a length that does not fit the model exits 2 right
 after it is read, before any decoding.
+
+``--format`` (default ``int8``) chooses the numerics of the weight GEMVs.  ``int8`` is the
+module path above.  ``bfp16`` (BFP16-64), ``mxint8`` (OCP MX v1.0) and ``q4_1`` (the file's
+own 4-bit blocks, executed exactly, MXINT8 inputs) run
+:class:`workloads.smollm2_block.BlockPimDecoder`: every weight GEMV through the golden
+numerics of the macro and the block post-processing stage (bit-exact to
+``hdl/blockfmt.py``), attention on the same INT8 module path.  The stage is not yet behind
+the channel's banks, so for a block format no module program runs its GEMVs and there is no
+step timing: the output says so (``emulated``), gives the macro cycles of the format's
+geometry instead, and ``--golden-layers`` / ``--rtl-layers`` replay the last step's GEMVs of
+those layers through the cycle-exact stage model (every column of all seven) / the stage
+RTL in amaranth.sim (the first 64 columns of q), compared with what the decoder computed.
 """
 from __future__ import annotations
 
@@ -22,12 +35,15 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["add_arguments", "run", "generate_report", "DEFAULT_PROMPT", "CHAT"]
+__all__ = ["add_arguments", "run", "generate_report", "block_report", "DEFAULT_PROMPT",
+           "CHAT", "FORMATS"]
 
 DEFAULT_PROMPT = ("The old lighthouse stood at the end of a narrow spit of land, where the "
                   "river")
 #: SmolLM2-Instruct's chat template (one user turn)
 CHAT = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+#: ``--format`` choices: the module's INT8 path, then the block formats (issue 13)
+FORMATS = ("int8", "bfp16", "mxint8", "q4_1")
 
 
 def _prompt(text: str) -> str:
@@ -50,6 +66,11 @@ def add_arguments(ap) -> None:
                     help="text to continue")
     ap.add_argument("--tokens", type=positive_int, metavar="N", default=32,
                     help="tokens to generate (stops early at end-of-sequence)")
+    ap.add_argument("--format", type=str.lower, choices=FORMATS, default="int8",
+                    help="weight GEMV numerics: int8 (per-channel weights, per-token "
+                         "activations, on the module path) or a block format through the "
+                         "golden block-stage numerics: bfp16 (BFP16-64), mxint8 (OCP MX), "
+                         "q4_1 (the file's own 4-bit blocks, exact; MXINT8 inputs)")
     ap.add_argument("--policy", type=str.lower, choices=("tcp", "hfp"), default="tcp",
                     help="attention partitioning: token-centric or head-first")
     ap.add_argument("--alloc", type=str.lower, choices=("dpa", "static"), default="dpa",
@@ -100,25 +121,31 @@ def _greedy(dec, ids, n, bar, eos) -> list[int]:
         nxt = int(dec.step(nxt).argmax())
 
 
+def _float_run(a, model, progress):
+    """Load the model (unless given), tokenise the prompt of ``a`` and decode ``a.tokens``
+    greedily with the float reference: (model, config, prompt ids, float decoder, float ids,
+    load s, float-decode s)."""
+    from workloads.gguf_model import load_gguf
+    from workloads.smollm2 import FloatDecoder
+    t0 = time.time()
+    m = load_gguf() if model is None else model
+    ids = m.encode(CHAT.format(a.prompt) if a.chat else a.prompt)
+    t_load = time.time() - t0
+    ref = FloatDecoder(m, max_context=a.max_context)
+    with _bar(a.tokens, "float", not progress) as bar:
+        t1 = time.time()
+        fids = _greedy(ref, ids, a.tokens, bar, m.config.eos_id)
+    return m, m.config, ids, ref, fids, t_load, time.time() - t1
+
+
 def generate_report(a, model=None, progress: bool = True) -> dict:
     """Run ``cimphony generate`` for parsed options ``a``; returns the JSON dict."""
     import numpy as np
 
     from perf.host import ModelShape, step_time
-    from workloads.gguf_model import load_gguf
-    from workloads.smollm2 import FloatDecoder
     from workloads.smollm2_pim import EVAL_TEXT, PimDecoder, teacher_forced
     t0 = time.time()
-    m = load_gguf() if model is None else model
-    cfg = m.config
-    prompt = CHAT.format(a.prompt) if a.chat else a.prompt
-    ids = m.encode(prompt)
-    t_load = time.time() - t0
-    ref = FloatDecoder(m, max_context=a.max_context)
-    with _bar(a.tokens, "float", not progress) as bar:
-        t1 = time.time()
-        fids = _greedy(ref, ids, a.tokens, bar, cfg.eos_id)
-        t_float = time.time() - t1
+    m, cfg, ids, ref, fids, t_load, t_float = _float_run(a, model, progress)
     pim = PimDecoder(m, a.max_context, partition=a.policy.upper(), alloc=a.alloc,
                      digits=a.digits, loop=a.loop, golden_layers=a.golden_layers,
                      record_layers=a.rtl_layers)
@@ -151,6 +178,13 @@ def generate_report(a, model=None, progress: bool = True) -> dict:
                      kv_quant=True, lm_head="host")
     pim_s = float(np.mean(cyc)) / clock
     rep = dict(
+        format="int8", format_name="INT8 per-channel weights, per-token activations "
+                                   f"({a.digits} digit(s))",
+        runs_on=("every GEMV and the attention on the module path's integers (fast "
+                 "functional path, bit-exact to the cycle-exact module model: --golden-layers "
+                 "checks it, --rtl-layers runs a layer step through the module RTL); host ops "
+                 "in float"),
+        emulated=[],
         prompt=a.prompt, chat=a.chat, prompt_ids=ids, text=m.decode(pids), token_ids=pids,
         float_text=m.decode(fids), float_token_ids=fids, same_as_float=pids == fids,
         agreement=agree, agreement_positions=len(fids), cosine_vs_float=float(cos.min()),
@@ -196,6 +230,91 @@ def generate_report(a, model=None, progress: bool = True) -> dict:
     return rep
 
 
+def block_report(a, model=None, progress: bool = True) -> dict:
+    """``cimphony generate --format bfp16|mxint8|q4_1`` for parsed options ``a``: the block
+    decoder next to the float one, stage checks of ``--golden-layers`` / ``--rtl-layers``;
+    returns the JSON dict."""
+    import numpy as np
+
+    from spec.blockfmt import FORMATS as BF, fmt_of
+    from workloads import blockquant as bq
+    from workloads.smollm2_block import BlockPimDecoder
+    from workloads.smollm2_pim import EVAL_TEXT, teacher_forced
+    t0 = time.time()
+    m, cfg, ids, ref, fids, t_load, t_float = _float_run(a, model, progress)
+    checks = sorted(set(a.golden_layers) | set(a.rtl_layers))
+    dec = BlockPimDecoder(a.format, m, a.max_context, partition=a.policy.upper(),
+                          alloc=a.alloc, check_layers=checks)
+    dec.recording = True
+    with _bar(a.tokens, a.format, not progress) as bar:
+        t1 = time.time()
+        pids = _greedy(dec, ids, a.tokens, bar, cfg.eos_id)
+        t_dec = time.time() - t1
+    dec.recording = False
+    t1 = time.time()
+    seq = ids + fids
+    lg = dec.forward(seq[:-1])[len(ids) - 1:].astype(np.float64)
+    flg = ref.forward(seq[:-1])[len(ids) - 1:].astype(np.float64)
+    agree = float(np.mean(lg.argmax(axis=1) == np.asarray(fids)))
+    cos = np.sum(lg * flg, axis=1) / (np.linalg.norm(lg, axis=1) * np.linalg.norm(flg, axis=1))
+    t_tf = time.time() - t1
+    shapes = [tuple(dec.weight(0, g).shape) for g in ("q", "k", "v", "o", "gate", "up", "down")]
+    cost = bq.costs(a.format, shapes)
+    f = BF[fmt_of(a.format)]
+    t1 = time.time()
+    stage = []
+    for layer in checks:
+        if layer in a.golden_layers:
+            stage += [dict(layer=layer, **r) for r in dec.check(layer)]
+        if layer in a.rtl_layers:
+            stage += [dict(layer=layer, **r) for r in dec.check(layer, rtl=True)]
+    t_stage = time.time() - t1
+    bad = sum(r["mismatches"] for r in stage)
+    rep = dict(
+        format=a.format, format_name=f.name if a.format != "q4_1" else "W4(Q4_1)A8",
+        runs_on=(f"every weight GEMV in {f.name} through the golden numerics of the macro and "
+                 "the block post-processing stage (workloads.blockquant.linear: inputs "
+                 "quantised on the host, exact integer block dots, binary32 accumulation "
+                 "bit-exact to hdl/blockfmt.py)"
+                 + (", the file's own Q4_1 weights executed exactly" if a.format == "q4_1"
+                    else "") + "; attention on the module's INT8 path (INT8 KV cache, exact "
+                 "QK^T/SV integers, host softmax); host ops in float"),
+        emulated=["the block GEMVs run no module program: the stage is not yet behind the "
+                  "channel's banks (docs/blockfmt.md section 9 is a proposal), so their "
+                  "integers come from the macro's exact numerics and their binary32 results "
+                  "from the golden stage numerics, not from a channel/module simulation",
+                  "no step timing: cycles are the macro cycles of the format's geometry "
+                  f"({f.block}-row tiles, {min(f.macro_w_bits)}-bit weights, one 64-column "
+                  "macro), not module cycles",
+                  "--golden-layers / --rtl-layers replay the last step's GEMV inputs through "
+                  "the cycle-exact stage model (all seven GEMVs) / the stage RTL in "
+                  "amaranth.sim in lockstep with it (q, first 64 columns), with the macro's "
+                  "integer block dots as the stage's input beats"],
+        prompt=a.prompt, chat=a.chat, prompt_ids=ids, text=m.decode(pids), token_ids=pids,
+        float_text=m.decode(fids), float_token_ids=fids, same_as_float=pids == fids,
+        agreement=agree, agreement_positions=len(fids), cosine_vs_float=float(cos.min()),
+        mismatches=bad, golden_mismatches=sum(r["mismatches"] for r in stage
+                                              if r["rtl"] is None),
+        stage_checks=stage, cost=cost,
+        macro_cycles_per_token=int(cost["macro_cycles"] * cfg.n_layers),
+        cycles_source=(f"macro cycles of one token's seven weight GEMVs x {cfg.n_layers} "
+                       "layers on one macro of the format's geometry "
+                       "(workloads.blockquant.costs); no module timing for block formats"),
+        system=dict(format=a.format, policy=a.policy.upper(), alloc=a.alloc,
+                    attention="module INT8 path (fast functional path)"),
+        wall={})
+    if a.eval_positions:
+        t2 = time.time()
+        ev = teacher_forced(dec, ref, m.encode(EVAL_TEXT)[:a.eval_positions + 1])
+        rep["eval"] = {k: v for k, v in ev.items() if k != "mismatch_positions"}
+        rep["wall"]["eval_s"] = round(time.time() - t2, 2)
+    rep["wall"].update(load_s=round(t_load, 2), float_s=round(t_float, 2),
+                       block_s=round(t_dec, 2), teacher_forced_s=round(t_tf, 2),
+                       stage_checks_s=round(t_stage, 2))
+    rep["wall_s"] = round(time.time() - t0, 2)
+    return rep
+
+
 def run(a) -> int:
     """``cimphony generate``: 0 on success, 2 on an option that does not fit the model, 1 if a
     check (golden or RTL) found a mismatch."""
@@ -205,6 +324,14 @@ def run(a) -> int:
         return _fail("--max-context", f"{a.max_context} exceeds the 16-bit token counter")
     if a.eval_positions == 1:
         return _fail("--eval-positions", "needs at least 2 positions (or 0: off)")
+    fmt = getattr(a, "format", "int8")
+    if fmt != "int8":
+        if a.loop:
+            return _fail("--loop", f"applies to --format int8 only (the {fmt} GEMVs run no "
+                                   "module program)")
+        if a.digits != 2:
+            return _fail("--digits", f"applies to --format int8 only ({fmt} inputs are "
+                                     "quantised by the format)")
     from workloads.gguf_model import load_gguf
     m = load_gguf()
     cfg = m.config
@@ -222,7 +349,8 @@ def run(a) -> int:
     if a.eval_positions and a.eval_positions + 1 > min(len(m.encode(EVAL_TEXT)), a.max_context):
         return _fail("--eval-positions", f"the built-in text has {len(m.encode(EVAL_TEXT)) - 1}"
                                          f" positions (and --max-context {a.max_context})")
-    rep = generate_report(a, m, progress=not a.no_progress)
+    report = generate_report if fmt == "int8" else block_report
+    rep = report(a, m, progress=not a.no_progress)
     text = json.dumps(rep, indent=2, default=str)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -233,11 +361,31 @@ def run(a) -> int:
         print(f"prompt: {a.prompt!r}")
         print(f"accelerator: {rep['text']!r}")
         print(f"float:       {rep['float_text']!r}")
-        print(f"agreement {rep['agreement']:.3f} over {rep['agreement_positions']} positions, "
-              f"mismatches {rep['mismatches']} (golden checks {rep['golden_mismatches']}), "
-              f"{rep['cycles_per_token']:.0f} cycles/token -> "
-              f"{rep['tokens_per_s_pim']:.0f} tok/s PIM, {rep['tokens_per_s_system']:.0f} "
-              f"tok/s with host and link, {rep['wall_s']} s")
+        if fmt == "int8":
+            print(f"agreement {rep['agreement']:.3f} over {rep['agreement_positions']} "
+                  f"positions, mismatches {rep['mismatches']} (golden checks "
+                  f"{rep['golden_mismatches']}), {rep['cycles_per_token']:.0f} cycles/token "
+                  f"-> {rep['tokens_per_s_pim']:.0f} tok/s PIM, "
+                  f"{rep['tokens_per_s_system']:.0f} tok/s with host and link, "
+                  f"{rep['wall_s']} s")
+        else:
+            c = rep["cost"]
+            print(f"format {rep['format_name']}: agreement {rep['agreement']:.3f} over "
+                  f"{rep['agreement_positions']} positions, mismatches {rep['mismatches']} "
+                  f"(stage checks {rep['golden_mismatches']}), {c['w_bits_per_weight']:.3f} "
+                  f"bits/weight, {rep['macro_cycles_per_token']:,} macro cycles/token (one "
+                  f"{c['macro_n_in']}x64 macro), {rep['wall_s']} s")
+            for r in rep["stage_checks"]:
+                rtl = r["rtl"]
+                print(f"  stage check layer {r['layer']} {r['gemv']}: {r['columns']}/{r['of']} "
+                      f"columns, {r['cycles']} stage cycles, "
+                      + (f"RTL lockstep {rtl['compared']} cycles, "
+                         f"{'mismatch: ' + rtl['mismatch'] if rtl['mismatch'] else 'no mismatch'}, "
+                         if rtl else "golden stage model, ")
+                      + f"{r['mismatches']} mismatches")
+        print(f"runs on: {rep['runs_on']}")
+        if rep.get("emulated"):
+            print("emulated: " + "; ".join(rep["emulated"]))
         if "eval" in rep:
             e = rep["eval"]
             print(f"teacher-forced over {e['positions']} positions: agreement "

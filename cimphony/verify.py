@@ -3,7 +3,7 @@
     cimphony verify coverage [--out DIR] [--seed N] [--scale F] [--only RUN ...] [--no-code]
     cimphony verify formal   [--out DIR] [--only PROOF ...] [--timeout S]
     cimphony verify xcheck   [--out DIR] [--only CHECK ...] [--cycles N] [--seed N]
-    cimphony verify synth    [--out DIR] [--macro K=V,... ...] [--no-sta]
+    cimphony verify synth    [--out DIR] [--macro K=V,... ...] [--full] [--no-sta] [--no-plots]
 
 Each writes JSON into its output directory (``build/coverage``, ``build/formal``,
 ``build/xcheck``, ``build/area``), prints a table and exits 1 when a check fails (a proof
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,11 @@ def _positive_float(text: str) -> float:
     if not v > 0 or v != v or v == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return v
+
+
+def _env_flag(var: str) -> bool:
+    """A boolean default from ``$var`` (set and not ``0``)."""
+    return os.environ.get(var, "") not in ("", "0")
 
 
 def _macro_spec(text: str):
@@ -100,9 +106,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                             "build/area/*.json")
     s.add_argument("--out", type=out_dir, metavar="DIR", default=Path("build/area"))
     s.add_argument("--macro", nargs="+", action=Unique, type=_macro_spec, metavar="K=V,...",
-                   help="macro configurations (MacroParams fields), e.g. "
-                        "n_in=16,n_out=16,w_bits=8 (default: 8x4 w4x4 and 16x16 w8x8)")
+                   help="only these macro configurations (MacroParams fields), e.g. "
+                        "n_in=16,n_out=16,w_bits=8 (default: the sweep of verif/synth.py)")
+    s.add_argument("--full", action="store_true", default=_env_flag("FULL"),
+                   help="the larger sweep (to 64 rows/columns, 8 banks, the 16x16 w8x8 macro "
+                        "buffered and unbuffered; about 5 min); default: $FULL")
     s.add_argument("--no-sta", action="store_true", help="skip OpenSTA")
+    s.add_argument("--no-plots", action="store_true", help="no PNG plots")
     s.set_defaults(func=_synth)
 
 
@@ -124,10 +134,13 @@ def _coverage(a) -> int:
     rc = 0
     if not a.no_code:
         t0 = time.monotonic()
+        # every run writes a new, uniquely named .dat: count this invocation's only (an
+        # earlier run's files in the same directory would otherwise be merged in)
+        old = set((out / "dat").glob("*.dat"))
         res = suite.run_code_coverage(sel, out, seed=a.seed, progress=lambda n, r: print(
             f"  {n}: {'ok' if r['ok'] else 'MISMATCH'} {r['cycles']} cycles {r['seconds']} s",
             file=sys.stderr, flush=True))
-        dats = sorted((out / "dat").glob("*.dat"))
+        dats = sorted(set((out / "dat").glob("*.dat")) - old)
         data = C.merge(dats)
         summ = C.write_reports(data, out, known=suite.KNOWN, meta={
             "runs": res, "seed": a.seed, "scale": a.scale, "dat_files": len(dats),
@@ -200,24 +213,54 @@ def _xcheck(a) -> int:
 
 
 def _synth(a) -> int:
-    from hdl.macro import DimcMacro
-    from spec.params import MacroParams
     from verif import synth as S
     try:
-        S.tools()
+        S.tools(need_sta=not a.no_sta)
     except S.ToolMissing as e:
-        print(f"cimphony verify synth: {e}", file=sys.stderr)
+        hint = "" if a.no_sta else " (--no-sta: area only, no critical path)"
+        print(f"cimphony verify synth: {e}{hint}", file=sys.stderr)
         return 1
-    configs = a.macro or [MacroParams(n_in=8, n_out=4, w_bits=4, x_bits=4, n_acc=2),
-                          MacroParams(n_in=16, n_out=16, n_acc=4)]
-    rows = []
-    for p in configs:
-        r = S.synth_component(DimcMacro(p), a.out, sta=not a.no_sta)
-        macs = p.n_in * p.n_out / p.x_bits
-        rows.append((r["label"], r["generic_cells"], r["cells"], r["flops"],
-                     f"{r['area_um2']:.0f}", r.get("critical_path_ns", "-"),
-                     r.get("fmax_mhz", "-"), f"{macs / (r['area_um2'] / 1e6):.0f}"))
-    print_table(("design", "generic cells", "cells", "flops", "area um2", "path ns",
-                 "fmax MHz", "MAC/cycle/mm2"), rows)
-    print(f"wrote {a.out}/*.json (OSU 0.18 um proxy: no placement, unloaded wires)")
+    if a.macro:
+        designs, pair = [S.Design("macro", p, ("given",)) for p in a.macro], []
+    else:
+        designs, pair = S.sweep(a.full)
+    out, sta = a.out, not a.no_sta
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    n = len(designs) + len(pair)
+
+    def one(d, i, **kw):
+        r = S.run_design(d, out, sta=sta, **kw)
+        print(f"  [{i}/{n}] {r['label']}{'' if kw.get('buffer_inputs', True) else ' (unbuffered)'}"
+              f": {r['cells']} cells, {r['area_um2']:.0f} um2, "
+              f"{r.get('critical_path_ns', '-')} ns, {r['seconds']} s", file=sys.stderr,
+              flush=True)
+        return r
+    results = [one(d, i) for i, d in enumerate(designs, 1)]
+    by_label = {r["label"]: r for r in results}
+    pairs = []
+    for i, d in enumerate(pair, len(designs) + 1):
+        after = by_label.get(d.label) or S.run_design(d, out, sta=sta)
+        pairs.append((one(d, i, buffer_inputs=False), after))
+    md = S.markdown(results, pairs)
+    (out / "area.md").write_text(md)
+    files = [] if a.no_plots else S.plots(results, out)
+    summary = {"seconds": round(time.monotonic() - t0, 1), "full": a.full,
+               "designs": [{k: v for k, v in r.items() if k != "cell_types"} for r in results],
+               "fanout_pairs": [{"unbuffered": b["label"], "buffered": f["label"]}
+                                for b, f in pairs],
+               "published": S.published_rows(), "plots": files}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print_table(("design", "cells", "flops", "area um2", "path ns", "fmax MHz",
+                 "MAC/cycle/mm2"),
+                [(r["label"], r["cells"], r["flops"], f"{r['area_um2']:.0f}",
+                  r.get("critical_path_ns", "-"), r.get("fmax_mhz", "-"),
+                  f"{r.get('macs_per_cycle_per_mm2', 0):.0f}") for r in results])
+    for b, f in pairs:
+        print(f"fanout fix on {f['label']}: max fanout {b['max_fanout']} -> "
+              f"{f['max_fanout']}, critical path {b.get('critical_path_ns', '-')} -> "
+              f"{f.get('critical_path_ns', '-')} ns")
+    print(f"wrote {out}/*.json, {out}/summary.json, {out}/area.md"
+          + (f", {', '.join(str(out / x) for x in files)}" if files else "")
+          + f" in {summary['seconds']} s (OSU 0.18 um proxy: no placement, unloaded wires)")
     return 0

@@ -15,11 +15,15 @@ from spec.isa import ChannelParams, Op, cmd_fields, out_fields
 from .fifo import RegFifo
 from .hier import place
 from .layouts import struct_layout
-from .logic import all_of, any_of
+from .logic import all_of, any_of, tree
 from .macro import DimcMacro
 from .regfile import select, write
 
-__all__ = ["PimChannel"]
+__all__ = ["PimChannel", "FAULTS"]
+
+#: deliberately wrong DUTs (for tests that the lockstep checker reports them):
+#: ``"ab_skip_last"``: an all-bank MAC (``all_bank``) does not drive the last bank's macro
+FAULTS = ("ab_skip_last",)
 
 
 class PimChannel(wiring.Component):
@@ -64,6 +68,13 @@ class PimChannel(wiring.Component):
       b's ``req`` with ``x = gbuf[g]`` in cycle t and pushes ``seq`` on ``macq[b]``.
     * Results (``res.ready`` = 1): ``obuf[b][dst] <= y``, ``done[macq[b] head] <= 1``, pop.
 
+    * All-bank MAC (``all_bank``, MAC with ``ab = 1``; docs/channel.md, "All-bank MAC"):
+      dependencies gw[g] and the youngest pending of ww[0..B-1][set] and of orr[0..B-1][o];
+      recorded in gr[g] and in wr[b][set], ow[b][o] of every bank; issues when every macro
+      is ready (bank b's req.valid waits for the other banks' ready only), pushes its seq on
+      every macq; in order, ``inflight += B``.  Without ``all_bank`` none of this logic (or
+      the ``ab`` field) exists: the Verilog is the original one.
+
     Latency: a command enqueued at t issues at t+1 at the earliest; a MAC issued at t has its
     result in OBuf (done) from t + x_bits + tree_stages + 2; RD_OUT issued at t gives
     ``out.valid`` at t+1.  Reset: everything except the macros' weight SRAM, the GBuf data and
@@ -73,12 +84,15 @@ class PimChannel(wiring.Component):
     #: name of its Verilog module (``hdl.export``)
     verilog_name = "pim_channel"
 
-    def __init__(self, params: ChannelParams):
+    def __init__(self, params: ChannelParams, *, fault: str | None = None):
         silence_unused(self)              # not an unused design if the check below raises
         if not isinstance(params, ChannelParams):
             raise ValueError(f"PimChannel: params must be ChannelParams, not {params!r}")
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"PimChannel: fault={fault!r} is not one of {', '.join(FAULTS)}")
         silence_unused(self, False)
         self.params = params
+        self.fault = fault
         self.cmd_layout = struct_layout(cmd_fields(params))
         self.out_layout = struct_layout(out_fields(params))
         super().__init__({
@@ -97,9 +111,10 @@ class PimChannel(wiring.Component):
             "op": 2, "bank": params.bank_bits, "set": mp.set_bits, "row": mp.row_bits,
             "g": params.gbuf_bits, "o": mp.dst_bits, "data": params.data_bits, "seq": SB,
             "dep": slot})
+        ab = {"ab": 1} if params.all_bank else {}          # all-bank MAC flag (all_bank only)
         self._cq_lay = data.StructLayout({
             "bank": params.bank_bits, "set": mp.set_bits, "g": params.gbuf_bits,
-            "o": mp.dst_bits, "acc": 1, "seq": SB, "dep": data.ArrayLayout(slot, 3)})
+            "o": mp.dst_bits, "acc": 1, **ab, "seq": SB, "dep": data.ArrayLayout(slot, 3)})
         self._ioq = RegFifo("ioq", self._io_lay, params.q_depth)
         self._cq = RegFifo("cq", self._cq_lay, params.q_depth)
         self._macq = [RegFifo(f"macq{b}", SB, params.mac_fifo_depth)
@@ -119,6 +134,7 @@ class PimChannel(wiring.Component):
     def elaborate(self, platform):
         p, mp = self.params, self.params.macro
         B, G, Q, W, E = p.n_banks, p.n_gbuf, p.q_depth, p.window, mp.n_acc
+        AB = p.all_bank
         SB, D = p.seq_bits, p.mac_fifo_depth
         XW, WW, YW = mp.n_in * mp.x_bits, mp.n_out * mp.w_bits, mp.n_out * mp.acc_width
         m = Module()
@@ -188,9 +204,34 @@ class PimChannel(wiring.Component):
             io_in.dep.eq(io_dep),
             cq_in.bank.eq(c.bank), cq_in.set.eq(c.set), cq_in.g.eq(c.g), cq_in.o.eq(c.o),
             cq_in.acc.eq(c.acc), cq_in.seq.eq(nseq),
-            cq_in.dep[0].eq(pending("cq_dep0", d_gw)), cq_in.dep[1].eq(pending("cq_dep1", d_ww)),
-            cq_in.dep[2].eq(pending("cq_dep2", d_or)),
+            cq_in.dep[0].eq(pending("cq_dep0", d_gw)),
+            *((cq_in.dep[1].eq(pending("cq_dep1", d_ww)),
+               cq_in.dep[2].eq(pending("cq_dep2", d_or))) if not AB else ()),
         ]
+        if AB:
+            # all-bank MAC (docs/channel.md, "All-bank MAC"): of the B slots ww[b][set]
+            # (orr[b][o]) the youngest pending one, i.e. the smallest (nseq - seq) mod W among
+            # those valid with done = 0
+            def youngest(name, slots):
+                cands = [pending(f"{name}_c{b}", s) for b, s in enumerate(slots)]
+
+                def pick(a, b):
+                    age_a, age_b = Signal(SB), Signal(SB)
+                    out = Signal(slot)
+                    m.d.comb += [age_a.eq(nseq - a.seq), age_b.eq(nseq - b.seq),
+                                 out.eq(Mux(a.v & (~b.v | (age_a < age_b)), a, b))]
+                    return out
+                return tree(cands, pick)
+
+            ab_ww = youngest("ab_ww", [slot(select(m, f"ab_ww{b}", c.set, ww[b * S:(b + 1) * S],
+                                                   slot.size)) for b in range(B)])
+            ab_or = youngest("ab_or", [slot(select(m, f"ab_or{b}", c.o, orr[b * E:(b + 1) * E],
+                                                   slot.size)) for b in range(B)])
+            m.d.comb += [
+                cq_in.ab.eq(c.ab),
+                cq_in.dep[1].eq(Mux(c.ab, ab_ww, pending("cq_dep1", d_ww))),
+                cq_in.dep[2].eq(Mux(c.ab, ab_or, pending("cq_dep2", d_or))),
+            ]
         new_slot = Cat(Const(1, 1), nseq)
         # every edge: a table slot naming a done command is invalidated (ids are reused mod W);
         # the enqueue writes below come later, so a write to the same slot wins
@@ -205,8 +246,17 @@ class PimChannel(wiring.Component):
                 write(m, i_bs, ww, new_slot)
             with m.If(c.op == Op.MAC):
                 write(m, c.g, gr, new_slot)
-                write(m, i_bs, wr, new_slot)
-                write(m, i_bo, ow, new_slot)
+                if not AB:
+                    write(m, i_bs, wr, new_slot)
+                    write(m, i_bo, ow, new_slot)
+                else:
+                    with m.If(c.ab):             # the last reader/writer of every bank's set/o
+                        for b in range(B):
+                            write(m, c.set, wr[b * S:(b + 1) * S], new_slot)
+                            write(m, c.o, ow[b * E:(b + 1) * E], new_slot)
+                    with m.Else():
+                        write(m, i_bs, wr, new_slot)
+                        write(m, i_bo, ow, new_slot)
             with m.If(c.op == Op.RD_OUT):
                 write(m, i_bo, orr, new_slot)
 
@@ -215,6 +265,8 @@ class PimChannel(wiring.Component):
         out_valid = self.out.valid
         io_res_ok = (ioh.op != Op.RD_OUT) | ~out_valid | self.out.ready
         mac_ready = select(m, "mac_ready", cqh.bank, [mac.req.ready for mac in banks], 1)
+        if AB:          # an all-bank MAC issues when every macro is ready
+            mac_ready = Mux(cqh.ab, all_of(mac.req.ready for mac in banks), mac_ready)
         io_go = self._io_go
         cq_can = Signal()      # everything but the macro's req.ready (which it must not gate)
         cq_go = self._cq_go
@@ -236,7 +288,10 @@ class PimChannel(wiring.Component):
             ]
             with m.If(io_go | cq_go):
                 m.d.sync += iss.eq(iss + 1)
-            m.d.sync += inflight.eq(inflight + cq_go - n_res)
+            if not AB:
+                m.d.sync += inflight.eq(inflight + cq_go - n_res)
+            else:       # an all-bank MAC: B macro requests in flight
+                m.d.sync += inflight.eq(inflight + Mux(cq_go, Mux(cqh.ab, B, 1), 0) - n_res)
         m.d.comb += cq_go.eq(cq_can & mac_ready)
         # every edge: a queued dependency that is done is cleared, so a dependency always names
         # a pending command even when its id is reused (mod W); a push below overrides this
@@ -253,8 +308,13 @@ class PimChannel(wiring.Component):
         # MAC: drive macro b's req; x from one GBuf mux shared by all banks
         x_sel = select(m, "mac_x", cqh.g, gbuf, XW)
         for b, mac in enumerate(banks):
+            mine = cqh.bank == b
+            if AB and not (self.fault == "ab_skip_last" and b == B - 1):
+                # all-bank: offered to bank b once every other bank is ready (so that all B
+                # accept in the same cycle; valid does not wait for b's own ready)
+                mine = Mux(cqh.ab, all_of(o.req.ready for o in banks if o is not mac), mine)
             m.d.comb += [
-                mac.req.valid.eq(cq_can & (cqh.bank == b)),
+                mac.req.valid.eq(cq_can & mine),
                 mac.req.payload.x.eq(x_sel),
                 mac.req.payload.set.eq(cqh.set),
                 mac.req.payload.acc.eq(cqh.acc),

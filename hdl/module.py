@@ -11,9 +11,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from cimphony.compat import silence_unused
-from spec.isa import (HOST_CHANNEL_OPS, HostOp, LoopMode, ModErr, ModuleParams, host_fields,
-                       mod_out_fields)
+from spec.isa import (HOST_CHANNEL_OPS, HostOp, LoopMode, ModErr, ModuleParams, Op, host_fields,
+                       host_op_limit, mod_out_fields)
 
+from .channel import FAULTS as CHANNEL_FAULTS
 from .channel import PimChannel
 from .fifo import RegFifo
 from .hier import place
@@ -21,7 +22,13 @@ from .layouts import struct_layout
 from .logic import all_of, any_of
 from .regfile import select, write
 
-__all__ = ["PimModule"]
+__all__ = ["PimModule", "FAULTS"]
+
+#: deliberately wrong DUTs (for tests that the lockstep checker reports them):
+#: ``"ready_late"``: with ``host_ready``, ``host__ready`` is the FIFO-room function of the
+#: previous cycle (one cycle late; a transfer into a full FIFO is lost); the channel faults
+#: (:data:`hdl.channel.FAULTS`) are passed to every channel
+FAULTS = ("ready_late",) + CHANNEL_FAULTS
 
 
 def _bits(n: int) -> int:
@@ -38,10 +45,12 @@ class PimModule(wiring.Component):
 
     Ports (clock ``clk``, synchronous reset ``rst``)
     -----
-    host : In(stream.Signature(struct_layout(host_fields), always_ready=True))
+    host : In(stream.Signature(struct_layout(host_fields), always_ready=not host_ready))
         ``host.valid`` pushes ``host.payload`` (a host command word, fields of ``host_fields``)
         into the host FIFO (F registers).  No ready: a push while the FIFO holds F commands at
-        t is dropped (``ovf`` = 1 the next cycle); else appended at the edge.
+        t is dropped (``ovf`` = 1 the next cycle); else appended at the edge.  With
+        ``host_ready``: ``host.ready`` = FIFO count < F (a function of the count register
+        only), a transfer (valid & ready) is appended at the edge, nothing is dropped.
     out : Out(stream.Signature(struct_layout(mod_out_fields)))
         ``y``, ``bank``, ``o``, ``chan``: RD_OUT results of all channels, one output
         register loaded (when ``~out.valid | out.ready``) from the lowest-numbered channel with
@@ -70,6 +79,11 @@ class PimModule(wiring.Component):
       o >= n_acc, vp >= V, rid >= R, pp >= NP, LOOP n == 0 or n > L, non-channel op other than
       NOP in REPLAY); UNMAPPED; NOT_OWNER; ALREADY_MAPPED (vp valid or pp mapped by any valid
       entry).
+    * Options (each absent from the Verilog when off): MAC_AB (``channel.all_bank``, opcode
+      10; stripe checks UNMAPPED / NOT_OWNER / NOT_STRIPE over pt[vp .. vp+B-1], BAD_FIELD if
+      vp+B-1 >= V) -> channel MAC with ``ab = 1``, bank 0, set of pt[vp]; multi WR_INP
+      (``wide_inp`` = K > 1; BAD_FIELD if popcount(chmask) > K): channel c gets data tile
+      popcount(chmask & (2**c - 1)).
     * Channel ops: ``bank = pp >> log2(S)``, ``set = pp & (S-1)`` of ``pt[vp]``; ``cmd.valid``
       to every masked channel only in a cycle in which all of them have ``cmd.ready``; then
       consumed.  BARRIER is consumed only in a cycle in which every channel is ``idle``.
@@ -78,17 +92,20 @@ class PimModule(wiring.Component):
     #: name of its Verilog module (``hdl.export``)
     verilog_name = "pim_module"
 
-    def __init__(self, params: ModuleParams):
+    def __init__(self, params: ModuleParams, *, fault: str | None = None):
         silence_unused(self)              # not an unused design if the check below raises
         if not isinstance(params, ModuleParams):
             raise ValueError(f"PimModule: params must be ModuleParams, not {params!r}")
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"PimModule: fault={fault!r} is not one of {', '.join(FAULTS)}")
         silence_unused(self, False)
         self.params = params
+        self.fault = fault
         self.host_layout = struct_layout(host_fields(params))
         self.out_layout = struct_layout(mod_out_fields(params))
         cp = params.channel
         super().__init__({
-            "host": In(stream.Signature(self.host_layout, always_ready=True)),
+            "host": In(stream.Signature(self.host_layout, always_ready=not params.host_ready)),
             "out": Out(stream.Signature(self.out_layout)),
             "err": Out(3),
             "ovf": Out(1),
@@ -97,7 +114,8 @@ class PimModule(wiring.Component):
             "busy": Out(params.n_ch * cp.n_banks),
         })
         #: the C channels (submodules ``ch<c>``; used iff the module is)
-        self.channels = [silence_unused(PimChannel(cp)) for _ in range(params.n_ch)]
+        chf = fault if fault in CHANNEL_FAULTS else None
+        self.channels = [silence_unused(PimChannel(cp, fault=chf)) for _ in range(params.n_ch)]
         self._fifo = RegFifo("fifo", self.host_layout, params.fifo_depth)
         #: host FIFO occupancy (0..F; an internal signal for amaranth.sim testbenches)
         self.fifo_level = self._fifo.count
@@ -113,6 +131,8 @@ class PimModule(wiring.Component):
         C, V, R, F, L, NP, S = (p.n_ch, p.n_vpages, p.n_req, p.fifo_depth, p.loop_len,
                                 p.n_pages, mp.n_sets)
         HL = self.host_layout
+        AB, K, B = cp.all_bank, p.wide_inp, cp.n_banks
+        MAC_AB = HostOp.MAC_AB
         m = Module()
 
         chans = self.channels
@@ -165,28 +185,47 @@ class PimModule(wiring.Component):
         def op_in(*ops):
             return any_of([op == int(o) for o in ops])
 
-        ch_op = op_in(*HOST_CHANNEL_OPS)
+        ab_ops = (MAC_AB,) if AB else ()        # MAC_AB (opcode 10) only with all_bank
+        ch_ops = (*HOST_CHANNEL_OPS, *ab_ops)
+        ch_op = op_in(*ch_ops)
         pe = select(m, "pte", vp_e[:_bits(V)], pt, pte)
 
-        bad_opcode = op >= len(HostOp)
+        bad_opcode = op >= host_op_limit(p)
+        extra_bad = []
+        if AB:          # the stripe vp .. vp+B-1 must lie in the page table
+            extra_bad.append(op_in(MAC_AB) & (vp_e + (B - 1) >= V))
+        if K > 1:       # a multi WR_INP carries at most K tiles
+            extra_bad.append(op_in(HostOp.WR_INP) & h.multi
+                             & (sum(h.chmask[i] for i in range(len(h.chmask))) > K))
         bad_field = any_of([
             ch_op & ((h.chmask == 0) | (h.chmask >= (1 << C))),
-            op_in(HostOp.WR_INP, HostOp.MAC) & (h.g >= cp.n_gbuf),
+            op_in(HostOp.WR_INP, HostOp.MAC, *ab_ops) & (h.g >= cp.n_gbuf),
             op_in(HostOp.WR_W) & (h.row >= mp.n_in),
-            op_in(HostOp.MAC, HostOp.RD_OUT) & (o_e >= mp.n_acc),
+            op_in(HostOp.MAC, HostOp.RD_OUT, *ab_ops) & (o_e >= mp.n_acc),
             op_in(HostOp.WR_W, HostOp.MAC, HostOp.RD_OUT, HostOp.MAP, HostOp.UNMAP)
             & (vp_e >= V),
             op_in(HostOp.WR_W, HostOp.MAC, HostOp.RD_OUT, HostOp.MAP, HostOp.UNMAP,
-                  HostOp.SET_TOK, HostOp.LOOP) & (h.rid >= R),
+                  HostOp.SET_TOK, HostOp.LOOP, *ab_ops) & (h.rid >= R),
             op_in(HostOp.MAP) & (h.pp >= NP),
             op_in(HostOp.LOOP) & ((h.n == 0) | (h.n > L)),
-            replay & ~op_in(HostOp.NOP, *HOST_CHANNEL_OPS),
+            replay & ~op_in(HostOp.NOP, *ch_ops),
+            *extra_bad,
         ])
         pt_ops = op_in(HostOp.WR_W, HostOp.MAC, HostOp.RD_OUT, HostOp.UNMAP)
         unmapped = pt_ops & ~pe.valid
         not_owner = pt_ops & (pe.rid != h.rid)
         pp_taken = any_of([e.valid & (e.pp == h.pp) for e in pt])
         already = op_in(HostOp.MAP) & (pe.valid | pp_taken)
+        if AB:
+            # MAC_AB: every page of the stripe vp+b (b = 0..B-1) mapped, owned by rid, and
+            # mapping pp = b*S + s with s = the set of pt[vp] (checked only if vp+B-1 < V)
+            stripe = [pe] + [pte(select(m, f"pte_ab{b}", (vp_e + b)[:_bits(V)], pt, pte))
+                             for b in range(1, B)]
+            s_ab = pe.pp[:mp.set_bits]
+            is_ab = op_in(MAC_AB)
+            unmapped = unmapped | (is_ab & ~all_of(e.valid for e in stripe))
+            not_owner = not_owner | (is_ab & any_of(e.rid != h.rid for e in stripe))
+            not_stripe = is_ab & any_of(e.pp != b * S + s_ab for b, e in enumerate(stripe))
 
         code = Signal(3)
         with m.If(bad_opcode):
@@ -199,6 +238,9 @@ class PimModule(wiring.Component):
             m.d.comb += code.eq(ModErr.NOT_OWNER)
         with m.Elif(already):
             m.d.comb += code.eq(ModErr.ALREADY_MAPPED)
+        if AB:
+            with m.Elif(not_stripe):
+                m.d.comb += code.eq(ModErr.NOT_STRIPE)
         reject = Signal()
         ok = Signal()                # passes every check (executes or waits)
         m.d.comb += [reject.eq(have & (code != 0)), ok.eq(have & (code == 0))]
@@ -229,10 +271,24 @@ class PimModule(wiring.Component):
                         m.d.comb += cmd.acc.eq(h.acc)
                     if hop in (HostOp.WR_INP, HostOp.WR_W):
                         m.d.comb += cmd.data.eq(h.data)
+            if AB:      # MAC_AB -> MAC with ab = 1, bank 0, the set of pt[vp]
+                with m.Case(int(MAC_AB)):
+                    m.d.comb += [cmd.op.eq(int(Op.MAC)), cmd.set.eq(pe.pp[:sb]),
+                                 cmd.g.eq(h.g), cmd.o.eq(o_e), cmd.acc.eq(h.acc),
+                                 cmd.ab.eq(1)]
             with m.Default():                 # no channel command (valid is 0)
                 m.d.comb += cmd.eq(0)
+        DB = cp.data_bits
         for c, ch in enumerate(chans):
             m.d.comb += [ch.cmd.payload.eq(cmd), ch.cmd.valid.eq(offer & mask[c])]
+            if K > 1 and c > 0:
+                # multi WR_INP: channel c gets tile k = number of masked channels below c
+                tiles = [h.data[k * DB:(k + 1) * DB] for k in range(min(c, K - 1) + 1)]
+                k_c = Signal(range(c + 1), name=f"tile_ch{c}")
+                m.d.comb += k_c.eq(sum(mask[i] for i in range(c)))
+                tile = select(m, f"tile_data{c}", k_c, tiles, DB)
+                with m.If((op == HostOp.WR_INP) & h.multi):
+                    m.d.comb += ch.cmd.payload.data.eq(tile)
 
         # ---------------- consume ----------------
         consumed = Signal()          # the executed command (NONE or REPLAY) is consumed
@@ -285,8 +341,18 @@ class PimModule(wiring.Component):
         # ---------------- host FIFO ----------------
         push = Signal()
         dropped = Signal()
-        m.d.comb += [push.eq(self.host.valid & (f_n != F)),
-                     dropped.eq(self.host.valid & (f_n == F))]
+        if not p.host_ready:
+            m.d.comb += [push.eq(self.host.valid & (f_n != F)),
+                         dropped.eq(self.host.valid & (f_n == F))]
+        elif self.fault != "ready_late":
+            # host__ready = FIFO room at t (a function of the count register only); a
+            # transfer is appended at the edge, nothing is ever dropped
+            m.d.comb += [self.host.ready.eq(f_n != F), push.eq(self.host.valid & self.host.ready)]
+        else:           # FAULT: ready one cycle late (a transfer into a full FIFO is lost)
+            late = Signal(init=1, name="ready_late")
+            m.d.sync += late.eq(f_n != F)
+            m.d.comb += [self.host.ready.eq(late),
+                         push.eq(self.host.valid & late & (f_n != F))]
         fifo.build(m, push, self.host.payload, pop)
 
         # ---------------- err / ovf / err_count ----------------

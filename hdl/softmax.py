@@ -223,7 +223,7 @@ class SoftmaxUnit(wiring.Component):
         with m.If(cmd.op >= 2):
             m.d.comb += code.eq(SmErr.BAD_OP)
         with m.Elif((cmd.op == SmOp.CFG) &
-                    ((p2 > NP) | (cmd.chan0 + p2 > 8) | (cmd.count == 0))):
+                    ((p2 > NP) | (cmd.chan0 + p2 > (1 << CHAN_BITS)) | (cmd.count == 0))):
             m.d.comb += code.eq(SmErr.BAD_CFG)
         with m.Elif((cmd.op == SmOp.CFG) & (cmd.count > N)):
             m.d.comb += code.eq(SmErr.TOO_LONG)

@@ -120,7 +120,7 @@ class SimParams:
 
     def to_module(self, n_vpages: int = 256, n_req: int = 16) -> ModuleParams:
         """The RTL/golden-model module with this timing (DIMC only; ValueError when a size is
-        beyond what the ISA encodes, e.g. n_ch > 8)."""
+        beyond what the ISA encodes, e.g. n_ch > 16)."""
         if self.backend != "dimc":
             raise ValueError(f"to_module: backend={self.backend!r} has no RTL (only 'dimc')")
         if self.out_ports != 1:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from perf import energy as E
+from perf import softmax_unit as SU
 from perf import tables as T
 from perf.grid import (CONTEXTS, DEFAULT_MODELS, DEFAULT_POLICIES, MODELS, code_version,
                        fmt_ctx, pairs, points, run_grid)
@@ -178,7 +179,8 @@ def write_report(rows, meta, outdir: Path, files) -> str:
           "parentheses)", "", T.techniques_table(rows, models, contexts), "",
           "## Every preset: tokens/s, time per token, energy per token, area", "",
           T.presets_table(rows, models, contexts), "",
-          *T.hybrid_sentences(rows, models, contexts), "", "## Systems", "",
+          *T.hybrid_sentences(rows, models, contexts), "", *softmax_section(rows, models),
+          "## Systems", "",
           T.systems_table(rows), ""]
     L += [f"* **{s}**: {LABEL[s]}" for s in SYSTEMS]
     L += ["", "## Plots", ""] + [f"![{f.stem}]({f.name})" for f in files]
@@ -191,6 +193,30 @@ def write_report(rows, meta, outdir: Path, files) -> str:
           T.constants_table(c["link"]), "", "### Area (perf/area.py)", "",
           T.constants_table(c["area"]), ""]
     return "\n".join(L)
+
+
+def _configs(models) -> dict:
+    from compiler import llm
+    return {m: llm.load_config(m) for m in models}
+
+
+def softmax_section(rows, models) -> list[str]:
+    """Report lines: every ``all``-policy point with and without the hub's softmax unit
+    (perf/softmax_unit.py); none if no point has host ops."""
+    wr = SU.with_without_rows(rows, _configs(models))
+    if not wr:
+        return []
+    return ["## With vs without the hub's softmax unit", "",
+            "Without the unit every layer's scores go to the host and its INT8 probabilities "
+            "come back (one round trip per layer); with it (docs/softmax.md, two probability "
+            "digits, 4 TCP partitions) only one 87-bit result per head and query reaches the "
+            "host, which applies 1/l. Token time with the unit = the point's token time - the "
+            "host softmax + the 1/l step + the unit's time (B + K + 3 cycles per head, heads "
+            "in series on one unit per rank, not overlapped: conservative). The score and "
+            "probability transfers and the round-trip latencies saved are not in either token "
+            "time (the host model does not charge them): the speedup is a lower bound. "
+            "`make bench` (bench/softmax.py) measures the unit's cycles and accuracy in the "
+            "golden model and the RTL.", "", SU.with_without_table(wr, fmt_ctx), ""]
 
 
 def run(a) -> int:
@@ -222,6 +248,7 @@ def run(a) -> int:
                 constants=constants())
     files = plots(rows, outdir)
     doc = dict(meta=meta, rows=rows, pimphony=T.pimphony_rows(rows, a.models),
+               softmax_unit=SU.with_without_rows(rows, _configs(a.models)),
                goal=[{k: v for k, v in d.items() if k not in ("base", "all")}
                      for d in T.goal_rows(rows, a.models, sorted(a.contexts))])
     (outdir / "results.json").write_text(json.dumps(doc, indent=1, default=float))

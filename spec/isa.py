@@ -15,14 +15,20 @@ from spec.params import Field, MacroParams, _layout, check_int, index_bits, pack
 
 __all__ = ["Op", "LoopMode", "IO_OPS", "seq_window", "ChannelParams", "cmd_fields", "out_fields",
            "encode", "decode", "HostOp", "HostOpExt", "HOST_CHANNEL_OPS", "HOST_WIDTHS", "ModErr",
-           "ModuleParams", "host_fields", "host_op_limit", "mod_out_fields", "host_encode"]
+           "ModuleParams", "host_fields", "host_op_limit", "mod_out_fields", "host_encode",
+           "OUT_CHAN_BITS"]
 
 
 # Widths (bits) of the host command's fields (:func:`host_fields`; then ``data``).  Fixed,
 # independent of the module's size; they bound ModuleParams and ChannelParams.n_gbuf (and
 # MacroParams' n_in, n_sets, n_acc: see its docstring).
-HOST_WIDTHS = {"op": 4, "chmask": 8, "rid": 4, "vp": 8, "pp": 8, "row": 10, "g": 6, "o": 8,
+HOST_WIDTHS = {"op": 4, "chmask": 16, "rid": 4, "vp": 8, "pp": 8, "row": 10, "g": 6, "o": 8,
                "acc": 1, "n": 5, "per": 4, "vps": 8, "os": 8, "count": 16}
+
+# Width of the module output beat's ``chan`` field (:func:`mod_out_fields`): a channel number
+# below the ``chmask`` width (one mask bit per channel), i.e. ceil(log2 16) = 4.  Fixed, like
+# the host fields, so the out layout depends on the macro and n_banks only.
+OUT_CHAN_BITS = max(1, (HOST_WIDTHS["chmask"] - 1).bit_length())
 
 
 class Op(enum.IntEnum):
@@ -221,7 +227,8 @@ class ModuleParams:
     """A PIM module: ``n_ch`` channels behind one dispatcher with DPA.
 
     channel     ChannelParams of every channel
-    n_ch        channels, 1..8 (the 8-bit ``chmask`` field)
+    n_ch        channels, 1..16 (the 16-bit ``chmask`` field; ``chan`` of an out beat is
+                :data:`OUT_CHAN_BITS` = 4 bits)
     n_vpages    page-table entries (virtual pages), a power of two in 2..256 (8-bit ``vp``)
     n_req       request ids, a power of two in 2..16 (4-bit ``rid``); token counters of 16 bits
     fifo_depth  host command FIFO entries (2..64)
@@ -306,7 +313,7 @@ def mod_out_fields(p: ModuleParams) -> dict[str, Field]:
     """Module output beat: a channel's RD_OUT result tagged with its channel."""
     m = p.channel.macro
     return _layout(("y", m.n_out * m.acc_width), ("bank", p.channel.bank_bits),
-                   ("o", m.dst_bits), ("chan", 3))
+                   ("o", m.dst_bits), ("chan", OUT_CHAN_BITS))
 
 
 def host_encode(p: ModuleParams, op: int, **f: int) -> int:

@@ -59,8 +59,8 @@ class _Runner(compat.Verilator):
 @dataclass(frozen=True)
 class Target:
     """A design under lockstep test: ``kind`` "macro" (DimcMacro), "channel" (PimChannel) or
-    "module" (PimModule), its parameters and a deliberate DUT fault (macro only, see
-    ``hdl/macro.py``)."""
+    "module" (PimModule), its parameters and a deliberate DUT fault (``FAULTS`` of
+    ``hdl/macro.py``, ``hdl/channel.py``, ``hdl/module.py``)."""
     kind: str
     params: object            # MacroParams, ChannelParams or ModuleParams
     fault: str | None = None
@@ -85,9 +85,12 @@ class Target:
             return DimcMacro(self.params, fault=self.fault)
         if self.kind == "channel":
             from hdl.channel import PimChannel
-            return PimChannel(self.params)
+            return PimChannel(self.params, fault=self.fault)
+        if self.kind == "dram_bank":
+            from tb.dram_dut import DramBankDut
+            return DramBankDut(self.params, fault=self.fault)
         from hdl.module import PimModule
-        return PimModule(self.params)
+        return PimModule(self.params, fault=self.fault)
 
     def verilog(self) -> str:
         """The exact Verilog text of the wrapped DUT (``tb.probe.probe_verilog``)."""

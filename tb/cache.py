@@ -33,7 +33,7 @@ def generator_sources() -> list[Path]:
     r = vlenv.REPO
     return sorted([*(r / "hdl").glob("*.py"), *(r / "spec").glob("*.py"),
                    r / "cimphony" / "compat.py", r / "tb" / "probe.py",
-                   r / "tb" / "probespec.py"])
+                   r / "tb" / "probespec.py", r / "tb" / "dram.py", r / "tb" / "dram_dut.py"])
 
 
 def digest(*parts) -> str:

@@ -25,7 +25,8 @@ from model.macro import MacroModel, MacroOut
 from model.module import ModOut, ModuleModel
 from spec.isa import ModErr, mod_out_fields, out_fields
 from spec.params import MacroErr, res_fields
-from tb import probespec
+from spec.dram import DramErr
+from tb import dram, probespec
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,18 @@ DESIGNS = {
         model=lambda p, job: ChannelModel(p),
         out_layout=lambda p: (out_fields(p), p.macro)),
     "module": Design(
-        "module", (InStream("host", None),), output="out", results_of=None,
+        # host_ready: the model's host_ready output, constant 1 without ModuleParams.host_ready
+        # (a push transfers in the first cycle it is offered, as on a port without ready)
+        "module", (InStream("host", "host_ready"),), output="out", results_of=None,
         errors=ModErr, events=("err", "ovf"), out_type=ModOut,
-        spec=lambda p: probespec.module(p.n_ch, p.channel.n_banks),
+        spec=lambda p: probespec.module(p.n_ch, p.channel.n_banks, p.host_ready),
         model=lambda p, job: ModuleModel(p),
         out_layout=lambda p: (mod_out_fields(p), p.channel.macro)),
+    # the DRAM-PIM bank (hdl/dram_bank.py) through its lockstep adapter (tb/dram.py)
+    "dram_bank": Design(
+        "dram_bank", (InStream("cmd", "cmd_ready"),), output="out", results_of=None,
+        errors=DramErr, events=("err", "ref_lost"), out_type=dram.DramLockOut,
+        spec=dram.probe_spec, model=dram.DramLockstepModel,
+        out_layout=lambda p: (dram.out_fields(p), p)),
 }
 """Every design the lockstep loop runs, by kind."""

@@ -214,7 +214,8 @@ class Lockstep:
         raise AssertionError("unreachable: packed outputs differ but no field does")
 
     def in_flight(self) -> str:
-        """Transfers so far and a summary of the model's state."""
+        """Transfers so far and a summary of the model's state after the mismatching cycle
+        (the model has already stepped it)."""
         parts = [f"{s.name} {n}/{s.total} sent"
                  for s, n in zip(self.ports, self.counts[:-1], strict=True)]
         parts.append(f"{self.design.output} {self.counts[-1]}"
@@ -227,7 +228,7 @@ class Lockstep:
                 st.append(f"{k}={int(v)}")
             elif isinstance(v, (list, tuple)) and k in ("fifo", "ioq", "cq"):
                 st.append(f"{k}: {len(v)} entries")
-        return ", ".join(parts) + ("; model " + " ".join(st)[:240] if st else "")
+        return ", ".join(parts) + ("; model after the cycle: " + " ".join(st)[:220] if st else "")
 
     def _mismatch(self, c, signal, expected, actual) -> Mismatch:
         return Mismatch(c, signal, expected, actual, seed=self.seed,

@@ -52,10 +52,12 @@ def channel(n_banks: int) -> ProbeSpec:
                      wide_out="out.payload")
 
 
-def module(n_ch: int, n_banks: int) -> ProbeSpec:
+def module(n_ch: int, n_banks: int, host_ready: bool = False) -> ProbeSpec:
+    """The module's probe; with ``host_ready`` the port's ``host.ready`` is sampled too."""
     return ProbeSpec(ctl=("host.valid", "out.ready"), wide_in=("host.payload",),
                      obs=(("out.valid", 1), ("err", 3), ("ovf", 1), ("idle", 1),
-                          ("err_count", 16), ("busy", n_ch * n_banks)),
+                          ("err_count", 16), ("busy", n_ch * n_banks),
+                          *((("host.ready", 1),) if host_ready else ())),
                      wide_out="out.payload")
 
 

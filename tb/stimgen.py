@@ -115,7 +115,7 @@ def random_host_cmds(p, seed: int, n: int, bad_p: float = 0.15, burst_p: float =
     stripe MAPs (vp + b -> b * n_sets + s, so that some MAC_ABs pass, others fail on a page of
     the stripe); with ``p.wide_inp > 1``: multi WR_INPs carrying one tile per masked channel.
     The stream for default parameters is the same as before these options existed."""
-    from spec.isa import HostOp, host_encode
+    from spec.isa import HOST_WIDTHS, HostOp, host_encode
     rng = np.random.default_rng(seed)
     ch, m = p.channel, p.channel.macro
     wlo, whi = m.w_range
@@ -127,9 +127,13 @@ def random_host_cmds(p, seed: int, n: int, bad_p: float = 0.15, burst_p: float =
             return int(rng.integers(0, bad_hi))
         return int(rng.integers(0, hi))
 
+    # a bad chmask: 0..255 up to 8 channels (the stream of the 8-bit chmask), 0..2**(n_ch+1)-1
+    # above that; 0 (the only bad mask) when n_ch is the chmask width
+    bad_mask = 1 << max(8, p.n_ch + 1)
+
     def chmask():
         if rng.random() < bad_p:
-            return int(rng.integers(0, 256))
+            return int(rng.integers(0, bad_mask)) if p.n_ch < HOST_WIDTHS["chmask"] else 0
         return int(rng.integers(1, 1 << p.n_ch))
 
     ops = [HostOp.WR_INP, HostOp.WR_W, HostOp.MAC, HostOp.MAC, HostOp.RD_OUT]

@@ -15,11 +15,19 @@ Markers
     that reaches Verilator anyway fails, naming itself (``tb/vlenv.py`` refuses), so ``make
     test-fast`` (``-m "not verilator"``) provably builds nothing.  Under ``--dist loadgroup`` each ``tests/rtl`` file is one
     ``xdist_group`` (its tests share builds) unless a test names its own group.
+Dask
+    ``free_port`` (a TCP port on 127.0.0.1 nothing listens on) and ``dask_cluster`` (a ``dask
+    scheduler`` + ``dask worker`` started as separate processes on 127.0.0.1), used by
+    tests/perf/test_report.py, test_sweep.py and tests/verif/test_regress.py.
 """
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -114,3 +122,68 @@ def pytest_runtest_makereport(item, call):
     if not waves and item.get_closest_marker("verilator") and not waves_requested():
         lines.append(f"waveform: re-run with {reproduce_command(_nodeid(item), seed, waves=True)}")
     rep.sections.append(("cimphony", "\n".join(lines)))
+
+
+# --- Dask: a free port, a separate scheduler + worker (moved from tests/perf/conftest.py) ---
+DASK = Path(sys.executable).with_name("dask")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    return _port()
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@dataclass
+class DaskCluster:
+    """``addr`` of the scheduler; ``env`` of its processes (the installed package imports from any folder, no PYTHONPATH);
+    ``t0`` the monotonic time just before the fixture waited for the worker."""
+    addr: str
+    env: dict
+    t0: float
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A ``dask scheduler`` and one single-threaded ``dask worker`` (separate processes, logs in
+    ``tmp_path/dask.log``), connected within 30 s; both stopped (terminate, then kill) after
+    the test."""
+    port = _port()
+    addr = f"tcp://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    log = open(tmp_path / "dask.log", "w")
+    procs = []
+    try:
+        procs.append(subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1",
+                                       "--port", str(port), "--no-dashboard",
+                                       "--dashboard-address", ":0"],
+                                      stdout=log, stderr=subprocess.STDOUT, env=env))
+        procs.append(subprocess.Popen([str(DASK), "worker", addr, "--nthreads", "1",
+                                       "--nworkers", "1", "--no-dashboard", "--host",
+                                       "127.0.0.1", "--death-timeout", "60"],
+                                      stdout=log, stderr=subprocess.STDOUT, env=env))
+        from dask.distributed import Client
+        t0 = time.monotonic()
+        with Client(addr, timeout="30s") as c:
+            c.wait_for_workers(1, timeout=30)
+        yield DaskCluster(addr, env, t0)
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+        log.close()

@@ -116,14 +116,14 @@ def test_python_m_model_macro_runs_no_benchmark(tmp_path):
 @pytest.fixture
 def no_work(monkeypatch, tmp_path):
     """Every subcommand's work function fails the test; cwd is an empty temp folder."""
-    from bench import controller, macro
+    from cimphony import generate
     from perf import report
     from tb import demo
 
     def ran(*a, **k):
         raise AssertionError("the subcommand ran: the bad input was not rejected")
-    for mod, name in ((demo, "run"), (report, "run"), (macro, "run"), (controller, "run"),
-                      (cli, "_run_verilog"), (cli, "_run_docs")):
+    for mod, name in ((demo, "run"), (report, "run"), (generate, "run"), (cli, "_run_verilog"),
+                      (cli, "_run_docs"), *((m, "run") for m in cli.bench_modules().values())):
         monkeypatch.setattr(mod, name, ran)
     for var in ("SEED", "JOBS"):
         monkeypatch.delenv(var, raising=False)
@@ -157,8 +157,8 @@ BAD = [
      ["macro.n_in=8", "macro.n_in=16"]),
     (["verilog", "--set", "macro.n_in=2000"], ["--set macro.n_in=2000", "MacroParams",
                                                 "2..1024"]),
-    (["verilog", "--set", "macro.w_bits=4", "--set", "module.n_ch=9"],
-     ["--set module.n_ch=9", "ModuleParams"]),
+    (["verilog", "--set", "macro.w_bits=4", "--set", "module.n_ch=17"],
+     ["--set module.n_ch=17", "ModuleParams"]),
     (["verilog", "--top", "dimc"], ["--top", "'dimc'"]),
     # demo
     (["demo", "--ready-p", "2"], ["--ready-p", "'2'"]),
@@ -178,6 +178,15 @@ BAD = [
     (["bench", "--lockstep-cycles", "x"], ["--lockstep-cycles", "'x'"]),
     (["bench", "--seed", "-1"], ["--seed", "'-1'"]),
     (["bench", "--only", "perf"], ["--only", "'perf'"]),
+    (["bench", "--only", "macro", "macro"], ["--only", "'macro'", "twice"]),
+    (["bench", "--numerics-formats", "fp8"], ["--numerics-formats", "'fp8'"]),
+    (["bench", "--numerics-layers", "30"], ["--numerics-layers", "'30'"]),
+    (["bench", "--softmax-layers", "-1"], ["--softmax-layers", "'-1'"]),
+    (["bench", "--softmax-tf-tokens", "x"], ["--softmax-tf-tokens", "'x'"]),
+    # generate
+    (["generate", "--format", "fp8"], ["--format", "'fp8'"]),
+    (["generate", "--format", "int4"], ["--format", "'int4'"]),
+    (["generate", "--tokens", "0"], ["--tokens", "'0'"]),
     # perf
     (["perf", "--contexts", "0"], ["--contexts", "'0'"]),
     (["perf", "--contexts", "-4096"], ["--contexts", "'-4096'"]),
@@ -201,13 +210,80 @@ def test_bad_input_exits_2_before_any_work(no_work, capsys, argv, expect):
     assert list(no_work.iterdir()) == []
 
 
-@pytest.mark.parametrize("sub", ["verilog", "demo", "bench", "perf", "docs"])
+@pytest.mark.parametrize("sub", [c for c in COMMANDS if c != "generate"])
 def test_out_on_an_existing_file_exits_2(no_work, capsys, sub):
     (no_work / "taken").write_text("")
     for out in ("taken", "taken/sub"):
-        err = _exit_2([sub, "--out", out], capsys)
+        err = _exit_2([*sub.split(), "--out", out], capsys)
         assert "--out" in err and f"'{out}'" in err and "not a directory" in err, err
     assert [p.name for p in no_work.iterdir()] == ["taken"]
+
+
+def test_generate_out_on_a_directory_exits_2(no_work, capsys):
+    (no_work / "d").mkdir()
+    err = _exit_2(["generate", "--out", "d"], capsys)
+    assert "--out" in err and "'d'" in err and "directory" in err, err
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--format", "mxint8", "--loop"], "--loop"), (["--format", "q4_1", "--digits", "1"],
+                                                   "--digits")])
+def test_generate_int8_only_options_exit_2_before_the_model(monkeypatch, capsys, argv, option):
+    """Options of the module path given with a block format: 2 before the model is read."""
+    from workloads import gguf_model
+    monkeypatch.setattr(gguf_model, "load_gguf", lambda *a, **k: pytest.fail("model loaded"))
+    assert cli.main(["generate", *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and "--format int8" in err, err
+
+
+# --- the bench registry ---------------------------------------------------------------------
+#: bad values by argparse type: each bench option of one of these types must reject its value
+_BAD_BY_TYPE = {"a positive integer": "0", "an integer >= 0": "-1", "smollm2_layer": "30",
+                "_layer": "30", "size": "0x0", "parts_arg": "9", "_tokens": "100"}
+
+
+def _bench_bad_options():
+    """(bench, option, bad value) for every typed or choice option of every registered bench
+    (from each module's own ``add_arguments``, so a new bench or option is covered)."""
+    out = []
+    for name, mod in cli.bench_modules().items():
+        ap = argparse.ArgumentParser()
+        mod.add_arguments(ap, common=False)
+        for act in ap._actions:
+            if not act.option_strings or act.option_strings[0] == "-h":
+                continue
+            opt = act.option_strings[0]
+            if act.choices is not None:
+                out.append((name, opt, "no-such-choice"))
+            elif act.type is not None:
+                tname = getattr(act.type, "__name__", "")
+                assert tname in _BAD_BY_TYPE, f"bench {name} {opt}: add a bad value for " \
+                                              f"type {tname!r} to _BAD_BY_TYPE"
+                out.append((name, opt, _BAD_BY_TYPE[tname]))
+    return out
+
+
+def test_every_registered_bench_has_checked_options():
+    names = {n for n, _ in [(b, o) for b, o, _ in _bench_bad_options()]}
+    assert {"macro", "controller", "hier", "numerics", "softmax", "allbank", "dram"} <= set(cli.bench_modules())
+    assert names == set(cli.bench_modules()), names
+
+
+@pytest.mark.parametrize("name, option, value", _bench_bad_options(),
+                         ids=[f"{b} {o} {v}" for b, o, v in _bench_bad_options()])
+def test_bench_bad_option_exits_2_before_any_work(no_work, capsys, name, option, value):
+    err = _exit_2(["bench", "--only", name, option, value], capsys)
+    assert option in err and repr(value) in err, err
+    assert list(no_work.iterdir()) == []
+
+
+def test_bench_registry_never_skips_a_missing_module(monkeypatch):
+    assert list(cli.bench_modules()) == [n for n, _, _ in cli.BENCHES]
+    monkeypatch.setattr(cli, "BENCHES", (*cli.BENCHES, ("nosuch", "bench.no_such_bench_xyz",
+                                                        "not written yet")))
+    with pytest.raises(ImportError):
+        cli.bench_modules()
 
 
 @pytest.mark.parametrize("var, argv, option", [
@@ -260,16 +336,20 @@ def test_good_values_reach_the_subcommand(no_work, monkeypatch):
 
 
 def test_bench_only_and_shared_seed(no_work, monkeypatch):
-    from bench import controller, macro
+    mods = cli.bench_modules()
     ran = []
-    for mod, name in ((macro, "macro"), (controller, "controller")):
+    for name, mod in mods.items():
         monkeypatch.setattr(mod, "run", lambda a, name=name: ran.append((name, a.seed)) or 0)
+    controller = mods["controller"]
     assert cli.main(["bench", "--only", "controller", "--parts", "2,3"]) == 0
     assert ran == [("controller", controller.DEFAULT_SEED)]
     ran.clear()
+    assert cli.main(["bench", "--only", "softmax", "numerics"]) == 0      # registry order
+    assert [n for n, _ in ran] == ["numerics", "softmax"]
+    ran.clear()
     monkeypatch.setenv("SEED", "11")
-    assert cli.main(["bench", "--no-lockstep"]) == 0
-    assert ran == [("macro", 11), ("controller", 11)]
+    assert cli.main(["bench", "--no-lockstep"]) == 0                    # make bench: all
+    assert ran == [(n, 11) for n in mods]
     ran.clear()
     monkeypatch.setattr(controller, "run", lambda a: ran.append(("controller", a.parts)) or 1)
     assert cli.main(["bench", "--only", "controller", "--parts", "1,3"]) == 1

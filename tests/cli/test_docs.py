@@ -28,8 +28,8 @@ from hdl.module import PimModule
 from model.channel import ChannelModel
 from model.macro import MacroModel
 from model.module import ModuleModel
-from spec.isa import (ChannelParams, HostOp, ModErr, ModuleParams, Op, cmd_fields, host_fields,
-                      mod_out_fields, out_fields)
+from spec.isa import (HOST_WIDTHS, ChannelParams, HostOp, ModErr, ModuleParams, Op, cmd_fields,
+                      host_fields, mod_out_fields, out_fields)
 from spec.params import (MacroErr, MacroParams, pack, pack_vec, req_fields, res_fields, unpack,
                          unpack_vec, width, wr_fields)
 
@@ -360,6 +360,24 @@ def test_documented_widths():
     assert f"({hf['data'].offset} bits)" in text and f"{width(hf)} in all" in text
     assert f"{width(mod_out_fields(mod))} bits by default" in text
     assert f"`n_pages = n_banks × n_sets` (NP; {mod.n_pages} by default" in text
+    # module.md spells the fixed host widths out; isa.md tabulates them with their offsets
+    assert ", ".join(f"`{n}` {w}" for n, w in HOST_WIDTHS.items()) in text
+    of, wide = mod_out_fields(mod), host_fields(ModuleParams(wide_inp=2))
+    assert f"`chan` ({of['chan'].width} bits," in text
+    assert (f"`multi` (1 bit, offset {wide['multi'].offset})" in text
+            and f"(offset {wide['data'].offset};" in text
+            and f"({width(wide)} for K = 2 by default)" in text)
+    rows = _rows("isa.md")
+    for name, f in hf.items():
+        cells = rows["vps" if name == "os" else name]
+        k = 1 if name == "os" else 0
+        if name != "data":
+            assert cells[1].split(", ")[k] == str(f.width), f"isa.md: width of {name}"
+        assert cells[2].split(", ")[k].split(" ")[0] == str(f.offset), f"isa.md: offset of {name}"
+    assert rows["multi"][2] == str(wide["multi"].offset)
+    assert f"({wide['data'].offset} with `wide_inp` > 1)" in rows["data"][2]
+    assert f"one word of {hf['data'].offset} bits of fields" in _text("isa.md")
+    assert rows["chan"][2].startswith(str(of["chan"].width)), "isa.md: width of chan"
 
 
 # ------------------------------------------------------------------ cimphony.docs

@@ -241,4 +241,4 @@ def test_bench_hier_sizes_are_checked_before_work(bad, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--sizes" in err and repr(bad) in err
     assert H.size("2x3") == (2, 3)
-    assert H.default_sizes()[0] == (4, 4)
+    assert H.default_sizes() == [(4, 4), (16, 16)] and H.size("16x16") == (16, 16)

@@ -49,8 +49,8 @@ def write_page(chmask, rid, vp, W):
 class Bench:
     """Cycle driver: one host push per ``step`` at most, ``out.ready`` = 1, records outputs."""
 
-    def __init__(self, ctx, dut):
-        self.ctx, self.dut = ctx, dut
+    def __init__(self, ctx, dut, params=P):
+        self.ctx, self.dut, self.params = ctx, dut, params
         self.cycle = 0
         self.outs = []      # (chan, bank, o, y list) in order
         self.errs = []      # (cycle of the rejection, code)
@@ -63,7 +63,7 @@ class Bench:
         ctx.set(dut.host.payload.as_value(), cmd if cmd is not None else 0)
         ctx.set(dut.out.ready, out_ready)
         if ctx.get(dut.out.valid) and out_ready:
-            f = unpack(mod_out_fields(P), ctx.get(dut.out.payload.as_value()))
+            f = unpack(mod_out_fields(self.params), ctx.get(dut.out.payload.as_value()))
             self.outs.append((f["chan"], f["bank"], f["o"], unpack_vec(f["y"], MACRO.n_out, A)))
         if ctx.get(dut.err):
             self.errs.append((self.cycle - 1, ctx.get(dut.err)))
@@ -78,7 +78,7 @@ class Bench:
         """Push each command as soon as the FIFO has room (never drops)."""
         for c in cmds:
             for _ in range(500):
-                if self.ctx.get(self.dut.fifo_level) < F:
+                if self.ctx.get(self.dut.fifo_level) < self.params.fifo_depth:
                     break
                 await self.step()
             else:
@@ -100,15 +100,15 @@ class Bench:
         return [c for _, c in self.errs]
 
 
-def run(program):
-    """Simulate ``program(bench)`` on a fresh PimModule; returns the Bench."""
-    dut = PimModule(P)
+def run(program, params=P):
+    """Simulate ``program(bench)`` on a fresh PimModule(params); returns the Bench."""
+    dut = PimModule(params)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     box = {}
 
     async def tb(ctx):
-        b = Bench(ctx, dut)
+        b = Bench(ctx, dut, params)
         box["b"] = b
         await b.step()
         await program(b)
@@ -397,3 +397,33 @@ def test_ports_and_lint(tmp_path):
     v.write_text(verilog(PimModule(P)))
     r = lint(v)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_sixteen_channels_chmask_and_chan(seed):
+    """16 channels (the 16-bit chmask): channels 0, 8 and 15 get their own weights, one
+    multicast MAC and RD_OUT; their beats carry the 4-bit chan 0, 8, 15; chmask 0 is
+    BAD_FIELD (every other 16-bit mask names existing channels)."""
+    p = ModuleParams(channel=ChannelParams(macro=MACRO, n_banks=1, n_gbuf=2, q_depth=4),
+                     n_ch=16, n_vpages=8, n_req=2, fifo_depth=4, loop_len=4)
+    rng = np.random.default_rng(seed)
+    chans = (0, 8, 15)
+    W = {c: rand_w(rng) for c in chans}
+    X = rand_x(rng)
+    mask = sum(1 << c for c in chans)
+
+    def h(op, **f):
+        return host_encode(p, op, **f)
+
+    async def program(b):
+        await b.send([h(HostOp.MAP, vp=2, pp=1, rid=1)])
+        for c in chans:
+            await b.send([h(HostOp.WR_W, chmask=1 << c, rid=1, vp=2, row=r, data=wrow(W[c][r]))
+                          for r in range(MACRO.n_in)])
+        await b.send([h(HostOp.WR_INP, chmask=0xFFFF, g=1, data=xvec(X)),
+                      h(HostOp.WR_INP, chmask=0, g=0, data=xvec(X)),
+                      h(HostOp.MAC, chmask=mask, rid=1, vp=2, g=1, o=1),
+                      h(HostOp.RD_OUT, chmask=mask, rid=1, vp=2, o=1)])
+
+    b = run(program, p)
+    assert b.codes() == [ModErr.BAD_FIELD] and b.ovfs == []
+    assert sorted(b.outs) == [(c, 0, 1, y(X, W[c])) for c in chans]

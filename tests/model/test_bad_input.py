@@ -298,7 +298,8 @@ def test_module_params_pp_field_bounds_the_pages():
     big = ChannelParams(macro=MacroParams(n_sets=64), n_banks=5)          # 320 pages
     with pytest.raises(ValueError, match=r"n_pages = n_banks x n_sets = 5 x 64 = 320 .*pp"):
         ModuleParams(channel=big)
-    for kw, match in ((dict(n_ch=9), "n_ch=9"), (dict(n_vpages=512), "n_vpages=512"),
+    assert ModuleParams(n_ch=16).n_ch == 16                             # the 16-bit chmask
+    for kw, match in ((dict(n_ch=17), "n_ch=17"), (dict(n_vpages=512), "n_vpages=512"),
                       (dict(n_req=32), "n_req=32"), (dict(n_req=True), "n_req=True"),
                       (dict(loop_len=2.0), "loop_len=2.0")):
         with pytest.raises(ValueError, match=match):

@@ -66,16 +66,17 @@ def test_default_channel_layout_is_the_original():
 
 
 def test_default_host_layout_is_the_original():
-    want = {"op": (0, 4), "chmask": (4, 8), "rid": (12, 4), "vp": (16, 8), "pp": (24, 8),
-            "row": (32, 10), "g": (42, 6), "o": (48, 8), "acc": (56, 1), "n": (57, 5),
-            "per": (62, 4), "vps": (66, 8), "os": (74, 8), "count": (82, 16),
-            "data": (98, 512)}
+    # the options off give the one default layout (16-bit chmask: up to 16 channels)
+    want = {"op": (0, 4), "chmask": (4, 16), "rid": (20, 4), "vp": (24, 8), "pp": (32, 8),
+            "row": (40, 10), "g": (50, 6), "o": (56, 8), "acc": (64, 1), "n": (65, 5),
+            "per": (70, 4), "vps": (74, 8), "os": (82, 8), "count": (90, 16),
+            "data": (106, 512)}
     for p in (ModuleParams(), ModuleParams(host_ready=True),
               ModuleParams(channel=ChannelParams(all_bank=True))):
         assert {n: (f.offset, f.width) for n, f in host_fields(p).items()} == want
     wide = {n: (f.offset, f.width) for n, f in host_fields(ModuleParams(wide_inp=3)).items()}
-    assert wide == {**{k: v for k, v in want.items() if k != "data"}, "multi": (98, 1),
-                    "data": (99, 3 * 512)}
+    assert wide == {**{k: v for k, v in want.items() if k != "data"}, "multi": (106, 1),
+                    "data": (107, 3 * 512)}
     assert ModuleParams().tag == "i64_o64_w8_x8_s2_a16_t1_g6_b4_g4_q8_dcs_c4_v32_r4_f8_l8"
     assert [int(o) for o in HostOp] == list(range(10)) and len(HostOp) == 10
     assert HOST_CHANNEL_OPS == {HostOp.WR_INP: Op.WR_INP, HostOp.WR_W: Op.WR_W,

@@ -683,3 +683,40 @@ def test_random_stream_vs_checker(seed, ready_p):
     assert sum(len(o) for o in chk.outs) > 20
     assert m.idle
     assert 0 < len(r.dropped) < len(words) // 4
+
+
+# ---- up to 16 channels (16-bit chmask, 4-bit chan) ---------------------------------------------
+
+@pytest.mark.parametrize("n_ch", [9, 12, 16])
+def test_channels_above_eight_are_addressed_and_tagged(seed, n_ch):
+    """Channels 0, 8 and C-1 get their own weights, one multicast MAC and RD_OUT, and their
+    beats carry chan 0, 8, C-1; chmask 0 and (below 16 channels) 2**C are BAD_FIELD."""
+    cp = ChannelParams(macro=MP, n_banks=1, n_gbuf=2, q_depth=4)
+    p = ModuleParams(channel=cp, n_ch=n_ch, n_vpages=8, n_req=2, fifo_depth=4, loop_len=4,
+                     host_ready=True)
+    assert host_fields(p)["chmask"].width == 16 and mod_out_fields(p)["chan"].width == 4
+    rng = np.random.default_rng(seed)
+    chans = sorted({0, 8, n_ch - 1})
+    W = {c: rng.integers(-8, 8, (NI, NO)) for c in chans}
+    x = rng.integers(-8, 8, NI)
+    mask = sum(1 << c for c in chans)
+    h = lambda op, **f: host_encode(p, op, **f)   # noqa: E731
+    prog = [h(HostOp.MAP, vp=1, pp=0, rid=0)]
+    prog += [h(HostOp.WR_W, chmask=1 << c, rid=0, vp=1, row=r, data=wrow(W[c][r]))
+             for c in chans for r in range(NI)]
+    prog += [h(HostOp.WR_INP, chmask=(1 << n_ch) - 1, g=1, data=xvec(x)),
+             h(HostOp.WR_INP, chmask=0, g=0),                               # BAD_FIELD
+             h(HostOp.MAC, chmask=mask, rid=0, vp=1, g=1, o=1),
+             h(HostOp.RD_OUT, chmask=mask, rid=0, vp=1, o=1)]
+    bad = [ModErr.BAD_FIELD]
+    if n_ch < 16:
+        prog.append(h(HostOp.RD_OUT, chmask=1 << n_ch, rid=0, vp=1, o=1))   # BAD_FIELD
+        bad.append(ModErr.BAD_FIELD)
+    run = ModuleModel(p).run([(w, 0) for w in prog])
+    assert run.status == "ok" and not run.dropped
+    assert [code for _, code in run.errs] == bad
+    got = {}
+    for w in run.outs:
+        f = unpack(mod_out_fields(p), w)
+        got[f["chan"]] = (f["bank"], f["o"], tuple(unpack_vec(f["y"], NO, A)))
+    assert got == {c: (0, 1, tuple(wrap(x @ W[c]))) for c in chans}
