@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 
 help:
 	@echo "make test       every test (model, RTL lockstep on Verilator, real-LLM workloads), JOBS=n in parallel"
-	@echo "make test-fast  the tests that build no Verilator model (< 2 min)"
+	@echo "make test-fast  the tests that build no Verilator model, without the slow ones (< 2 min)"
 	@echo "make demo       SmolLM2 generates text on the accelerator (RTL layer step in lockstep); build/demo/summary.json"
 	@echo "make verilog    build/verilog/<top>.v + port maps, linted with verilator -Wall"
 	@echo "make bench      simulation speed and controller measurements; build/bench/"
@@ -44,7 +44,7 @@ test: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(VPY) -m pytest -n $(JOBS) --dist loadgroup tests
 
 test-fast: $(STAMP)
-	OPENBLAS_NUM_THREADS=1 $(VPY) -m pytest -n $(JOBS) -m "not verilator" tests
+	OPENBLAS_NUM_THREADS=1 $(VPY) -m pytest -n $(JOBS) -m "not verilator and not slow" tests
 
 demo: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(CIM) demo $(DEMO_ARGS)

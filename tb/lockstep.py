@@ -21,7 +21,10 @@ wakes once per cycle, on the falling clock edge; each wake runs four stages:
     the rising edge samples them.
 
 ``job["reset_at"]`` raises ``rst`` in that cycle (DUT) and resets the model after stepping
-it (mid-stream reset recovery).
+it (mid-stream reset recovery).  The model is stepped through that cycle with the cycle's
+inputs, so a design whose reset also drops the command offered in the reset cycle (the DRAM
+bank: a WR under ``rst`` never reaches the array) needs a model wrapper that steps the reset
+cycle itself (``tb/dram.py``).
 """
 from __future__ import annotations
 

@@ -204,7 +204,9 @@ def random_host_cmds(p, seed: int, n: int, bad_p: float = 0.15, burst_p: float =
             if rng.random() < bad_p:
                 body = int(rng.integers(0, 32))
             cmds.append((host_encode(p, HostOp.LOOP, rid=r(p.n_req, 16), n=body,
-                                     per=int(rng.integers(0, 4)), vps=int(rng.integers(0, 3)),
+                                     per=int(rng.integers(0, 4) if rng.random() < 0.75
+                                             else rng.integers(4, 16)),   # every per_mask arm
+                                     vps=int(rng.integers(0, 3)),
                                      os=int(rng.integers(0, 2))), gap()))
         elif k < 0.24:
             cmds.append((host_encode(p, HostOp.BARRIER), gap()))

@@ -13,7 +13,7 @@ Markers
     ``tests/rtl``, every test whose body names one of :data:`VERILATOR_CALLS` (``lint``,
     ``run_lockstep``, ...) and the tests listed in :data:`VERILATOR_TESTS`.  An unmarked test
     that reaches Verilator anyway fails, naming itself (``tb/vlenv.py`` refuses), so ``make
-    test-fast`` (``-m "not verilator"``) provably builds nothing.  Under ``--dist loadgroup`` each ``tests/rtl`` file is one
+    test-fast`` (``-m "not verilator and not slow"``) provably builds nothing.  Under ``--dist loadgroup`` each ``tests/rtl`` file is one
     ``xdist_group`` (its tests share builds) unless a test names its own group.
 Dask
     ``free_port`` (a TCP port on 127.0.0.1 nothing listens on) and ``dask_cluster`` (a ``dask

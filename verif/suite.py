@@ -97,6 +97,17 @@ def runs(scale: float = 1.0) -> list[Run]:
         Run("module_reset", "module", mod, lambda s: random_host_cmds(mod, s + 1, n(1500)),
             {"reset_at": n(1500) * 2}),
     ]
+    # ISA v2 options (docs/isa.md): all-bank MAC on the channel, and on the module with host
+    # ready/valid and a 2-tile multicast WR_INP
+    ch_ab = ChannelParams(macro=tiny, n_banks=2, n_gbuf=2, q_depth=4, dcs=True, all_bank=True)
+    mod_v2 = ModuleParams(ch_ab, n_ch=2, n_vpages=8, n_req=2, fifo_depth=4, loop_len=4,
+                          host_ready=True, wide_inp=2)
+    out += [
+        Run("channel_ab", "channel", ch_ab, lambda s: random_channel_cmds(ch_ab, s, n(2000)),
+            {"out_ready_p": 0.6}),
+        Run("module_v2", "module", mod_v2, lambda s: random_host_cmds(mod_v2, s, n(3000)),
+            {"out_ready_p": 0.5}),
+    ]
     return out
 
 

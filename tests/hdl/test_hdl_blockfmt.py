@@ -522,6 +522,7 @@ def test_formats_random(case, seed):
 EXTREME = [0, 1, 126, 127, 128, 253, 254, 255]
 
 
+@pytest.mark.slow
 def test_extreme_exponents():
     """Every (xs, e) pair of extreme codes, BFP16 (all numbers) and MXINT8 (255 = NaN), with
     extreme significands, starting from +0 and accumulating onto a value."""
@@ -937,6 +938,7 @@ def _rand_inp(rng, p, st):
                    int(rng.random() < 0.75), xs, xsum)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(DIFF))
 def test_vs_model(case, seed):
     """HDL vs model.blockfmt.PostModel on a random stream (beats, scale writes of every

@@ -1089,6 +1089,7 @@ def differential(name, seed, n_cycles, fault=None, table=None, configs=None):
     return stats
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_differential_vs_model(name, seed):
     """HDL vs the golden model on a random stream: every output, every cycle."""
@@ -1107,6 +1108,7 @@ def test_differential_catches_fault(seed):
     differential("p4", seed, 1500, fault="exp_entry", table=bad)
 
 
+@pytest.mark.slow
 def test_differential_default_params(seed):
     """The same lockstep at the default parameters (64 lanes, N = 4096, heads of up to 4096
     tokens), a short stream."""

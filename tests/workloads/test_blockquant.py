@@ -79,6 +79,7 @@ def test_minilm_layer0_accuracy(minilm_rows):
     assert max(cos["q4_1"]) < min(cos["mxint8"])
 
 
+@pytest.mark.slow
 def test_smollm2_gemvs_native_q4_1_and_teacher_forced():
     g = bq.smollm2_gemvs(layers=(0,), max_tokens=6)
     assert set(g) == {(0, n) for n in ("q", "k", "v", "o", "gate", "up", "down")}

@@ -18,6 +18,7 @@ def model():
     return load_gguf()
 
 
+@pytest.mark.slow
 def test_block_decoder_checks(model):
     dec = BlockPimDecoder("bfp16", model, 64, check_layers=(1,))
     dec.recording = True
@@ -36,6 +37,7 @@ def test_block_decoder_checks(model):
         BlockPimDecoder("int4", model)
 
 
+@pytest.mark.slow
 def test_generate_format_q4_1(model, monkeypatch, capsys):
     import json
 

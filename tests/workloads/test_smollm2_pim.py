@@ -137,6 +137,7 @@ def test_layer_program_bit_exact_and_timed(seed, partition, alloc, loop, digits,
 
 
 # ---- the real model --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_layer0_step_on_module_model_equals_fast_path(model):
     """Layer 0 of SmolLM2, one decode step (every GEMV tile, the KV append, QK^T and SV over
     the 5-token context) on the cycle-exact module model (a small module of 64 x 64 macros,
@@ -211,6 +212,7 @@ def test_generate_options_beyond_the_model_exit_2(model, argv, opt, capsys):
     assert opt in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_generate_json(model, capsys):
     import json
     assert main(["generate", "--prompt", "The capital of France is", "--tokens", "4",
