@@ -189,10 +189,8 @@ def golden_cycles(item, parts=4, digits=2) -> dict:
 def rtl_cycles(item, n_tokens: int, parts=4, digits=2) -> dict:
     """The first ``n_tokens`` tokens of the head through ``hdl/softmax.py`` (amaranth.sim,
     16 lanes) in lockstep with the golden model; tiles and result against softmax_trace."""
-    from amaranth.hdl import ClockDomain, Module
-    from amaranth.sim import Simulator
-
     from hdl.softmax import SoftmaxUnit
+    from tb.amsim import simulate
     from model.softmax import SoftmaxModel
     from perf.softmax_unit import head_cost
     from spec.params import unpack, unpack_vec
@@ -202,11 +200,6 @@ def rtl_cycles(item, n_tokens: int, parts=4, digits=2) -> dict:
     sp = SoftmaxParams(n_lanes=16, tile=16, max_context=512, n_part=4)
     cmd, beats, tr = _head_stream(sp, q, K, V, parts, digits)
     dut = SoftmaxUnit(sp)
-    top = Module()
-    top.domains.sync = ClockDomain("sync")
-    top.submodules.dut = dut
-    sim = Simulator(top)
-    sim.add_clock(1e-6, domain="sync")
     model = SoftmaxModel(sp)
     names = ("cmd_ready", "in_ready", "prob_valid", "prob_payload", "res_valid",
              "res_payload", "err", "in_err", "err_count", "idle", "st")
@@ -214,7 +207,7 @@ def rtl_cycles(item, n_tokens: int, parts=4, digits=2) -> dict:
     inp = getattr(dut, "in")
     pf, rf = prob_fields(sp), res_fields(sp)
 
-    async def bench(ctx):
+    async def bench(ctx, _rst):
         ci, bi, t = 0, 0, 0
         while t < 20000:
             cv, iv = int(ci < 1), int(bi < len(beats))
@@ -256,8 +249,7 @@ def rtl_cycles(item, n_tokens: int, parts=4, digits=2) -> dict:
         res["cycles"] = t
 
     t0 = time.perf_counter()
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     want_tiles, want_res = _expected(tr)
     hc = head_cost(len(K), sp, parts, digits)
     return dict(params=sp.tag, tokens=len(K), parts=parts, digits=digits, beats=len(beats),

@@ -138,6 +138,18 @@ def _float_run(a, model, progress):
     return m, m.config, ids, ref, fids, t_load, time.time() - t1
 
 
+def _agreement(dec, ref, ids, fids):
+    """Teacher-forced over the generated positions (both read prompt ``ids`` + float ``fids``):
+    (top-1 agreement of ``dec`` with the float ids, per-position cosine of the logits)."""
+    import numpy as np
+    seq = ids + fids
+    lg = dec.forward(seq[:-1])[len(ids) - 1:].astype(np.float64)
+    flg = ref.forward(seq[:-1])[len(ids) - 1:].astype(np.float64)
+    agree = float(np.mean(lg.argmax(axis=1) == np.asarray(fids)))
+    cos = np.sum(lg * flg, axis=1) / (np.linalg.norm(lg, axis=1) * np.linalg.norm(flg, axis=1))
+    return agree, cos
+
+
 def generate_report(a, model=None, progress: bool = True) -> dict:
     """Run ``cimphony generate`` for parsed options ``a``; returns the JSON dict."""
     import numpy as np
@@ -159,13 +171,8 @@ def generate_report(a, model=None, progress: bool = True) -> dict:
     lc = [r["layer_cycles"] for r in dec_rows]
     busy = [r["layer_busy"] for r in dec_rows]
     banks = pim.p.n_ch * pim.p.channel.n_banks
-    # teacher-forced agreement over the generated positions: both read prompt + float ids
     t1 = time.time()
-    seq = ids + fids
-    lg = pim.forward(seq[:-1])[len(ids) - 1:].astype(np.float64)
-    flg = ref.forward(seq[:-1])[len(ids) - 1:].astype(np.float64)
-    agree = float(np.mean(lg.argmax(axis=1) == np.asarray(fids)))
-    cos = np.sum(lg * flg, axis=1) / (np.linalg.norm(lg, axis=1) * np.linalg.norm(flg, axis=1))
+    agree, cos = _agreement(pim, ref, ids, fids)
     t_tf = time.time() - t1
     d = cfg.head_dim
     ctx = [r["context"] for r in dec_rows]
@@ -252,11 +259,7 @@ def block_report(a, model=None, progress: bool = True) -> dict:
         t_dec = time.time() - t1
     dec.recording = False
     t1 = time.time()
-    seq = ids + fids
-    lg = dec.forward(seq[:-1])[len(ids) - 1:].astype(np.float64)
-    flg = ref.forward(seq[:-1])[len(ids) - 1:].astype(np.float64)
-    agree = float(np.mean(lg.argmax(axis=1) == np.asarray(fids)))
-    cos = np.sum(lg * flg, axis=1) / (np.linalg.norm(lg, axis=1) * np.linalg.norm(flg, axis=1))
+    agree, cos = _agreement(dec, ref, ids, fids)
     t_tf = time.time() - t1
     shapes = [tuple(dec.weight(0, g).shape) for g in ("q", "k", "v", "o", "gate", "up", "down")]
     cost = bq.costs(a.format, shapes)

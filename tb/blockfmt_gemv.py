@@ -114,20 +114,13 @@ _OUTS = ("inp_ready", "sw_ready", "out_valid", "out_payload", "err", "busy")
 def _rtl_run(p: PostParams, ops) -> dict:
     """``ops`` through BlockfmtStage (amaranth.sim) in lockstep with PostModel: every output
     compared every cycle; the first difference is reported in ``mismatch``."""
-    from amaranth.hdl import ClockDomain, Module
-    from amaranth.sim import Simulator
-
     from hdl.blockfmt import BlockfmtStage
+    from tb.amsim import simulate
     dut = BlockfmtStage(p)
-    top = Module()
-    top.domains.sync = ClockDomain("sync")
-    top.submodules.dut = dut
-    sim = Simulator(top)
-    sim.add_clock(1e-6, domain="sync")
     model = bf.PostModel(p)
     res = {"mismatch": None, "compared": 0}
 
-    async def bench(ctx):
+    async def bench(ctx, _rst):
         g = _driver(ops, 100 * len(ops) + 100)
         x = next(g)
         while True:
@@ -154,8 +147,7 @@ def _rtl_run(p: PostParams, ops) -> dict:
                 res["outs"], res["cycles"], res["errs"] = e.value
                 return
 
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return res
 
 

@@ -15,13 +15,13 @@ from fractions import Fraction
 
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from cimphony.compat import silence_unused
 from hdl import hier
 from hdl.blockfmt import FAULTS, BlockfmtStage
 from hdl.fp32acc import ADD_FAULTS, Fp32TermAdd
+from tb.amsim import simulate
 from spec.blockfmt import (FP32_MAX, FP32_NAN, Fmt, PostErr, PostParams, post_in_fields,
                            post_out_fields, post_sw_fields)
 from spec.params import MacroParams, pack, pack_vec, unpack, width
@@ -240,19 +240,7 @@ def sw_word(p, words, part=0, set_=0, fmt=Fmt.NONE):
 def run(p, body, fault=None):
     """Simulate ``body(stage)`` on a BlockfmtStage(p) driven through an explicit sync domain."""
     dut = BlockfmtStage(p, fault=fault)
-    top = Module()
-    top.domains.sync = cd = ClockDomain("sync")
-    top.submodules.dut = dut
-    sim = Simulator(top)
-    sim.add_clock(1e-6, domain="sync")
-    result = {}
-
-    async def tb(ctx):
-        result["v"] = await body(Stage(ctx, dut, cd.rst, p))
-
-    sim.add_testbench(tb)
-    sim.run()
-    return result.get("v")
+    return simulate(dut, lambda ctx, rst: body(Stage(ctx, dut, rst, p)))
 
 
 async def run_ops(st, ref, ops, rng=None, ready_p=1.0):

@@ -13,12 +13,11 @@ import random
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import ClockDomain, Module
-from amaranth.sim import Simulator
 
 from cimphony.compat import silence_unused
 from hdl import hier
 from hdl.dram_bank import FAULTS, DramBank
+from tb.amsim import simulate
 from spec.dram import (GDDR6_AIM_TIMING, SHORT_TIMING, DramBankParams, DramErr, DramOp,
                        DramTiming, cmd_fields, encode, rd_fields, res_fields)
 from spec.params import pack, pack_vec, unpack, unpack_vec, width
@@ -93,17 +92,7 @@ class Bank:
 def run(p, body, fault=None):
     """Simulate ``body(bank)`` on a DramBank(p) driven through an explicit sync domain."""
     dut = DramBank(p, fault=fault)
-    top = Module()
-    top.domains.sync = cd = ClockDomain("sync")
-    top.submodules.dut = dut
-    sim = Simulator(top)
-    sim.add_clock(1e-6, domain="sync")
-
-    async def tb(ctx):
-        await body(Bank(ctx, dut, cd.rst, p))
-
-    sim.add_testbench(tb)
-    sim.run()
+    simulate(dut, lambda ctx, rst: body(Bank(ctx, dut, rst, p)))
 
 
 def wrap(v, bits):

@@ -14,13 +14,14 @@ import random
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Cat, ClockDomain, Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.sim import Simulator
 
 from cimphony.compat import silence_unused
 from hdl import hier
 from hdl.softmax import FAULTS, SoftmaxUnit
 from hdl.softmax_exp import ExpLanes, table_words
+from tb.amsim import simulate
 from spec.params import pack, pack_vec, unpack, unpack_vec, width
 from spec.softmax import (SmErr, SmOp, SmState, SoftmaxParams, cfg_encode, cmd_fields,
                           exp_table, in_fields, prob_fields, res_fields)
@@ -271,17 +272,7 @@ class Unit:
 def run(p, body, fault=None):
     """Simulate ``body(unit)`` on a SoftmaxUnit(p) driven through an explicit sync domain."""
     dut = SoftmaxUnit(p, fault=fault)
-    top = Module()
-    top.domains.sync = cd = ClockDomain("sync")
-    top.submodules.dut = dut
-    sim = Simulator(top)
-    sim.add_clock(1e-6, domain="sync")
-
-    async def tb(ctx):
-        await body(Unit(ctx, dut, cd.rst, p))
-
-    sim.add_testbench(tb)
-    sim.run()
+    simulate(dut, lambda ctx, rst: body(Unit(ctx, dut, rst, p)))
 
 
 def check_head(u, p, scores, mul, sh, plog2=0, dig=0, t_from=0, t_to=None):
