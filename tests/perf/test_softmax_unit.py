@@ -9,7 +9,8 @@ from model.softmax import SoftmaxModel, score_beats
 from perf import report
 from perf import softmax_unit as SU
 from perf.host import ModelShape
-from spec.softmax import SoftmaxParams, cfg_encode
+from spec.params import width
+from spec.softmax import SoftmaxParams, cfg_encode, res_fields
 
 SHAPE = ModelShape(hidden=4096, n_heads=32, n_kv_heads=8, head_dim=128, ffn=14336,
                    vocab=128256, layers=32)
@@ -35,7 +36,7 @@ def test_head_cost_segments_and_bits():
     h = SU.head_cost(10000, sp, 4, 1)
     assert h["segments"] == 3
     assert h["without_up_bits"] >= 10000 * 28 and h["without_down_bits"] >= 10000 * 8
-    assert h["with_up_bits"] == 3 * 87 and h["with_round_trips"] == 0
+    assert h["with_up_bits"] == 3 * width(res_fields(sp)) and h["with_round_trips"] == 0
     with pytest.raises(ValueError, match="parts"):
         SU.head_cost(10, sp, 8)
 
