@@ -64,10 +64,12 @@ docs: $(STAMP)
 # verification closure (docs/verification.md); a missing Debian tool exits 1 naming it.
 # Each coverage run configuration is its own Verilator build (1-3 min on 2 cores when not
 # cached), so by default one run set per component; FULL=1 runs all of verif/suite.py.
-COVERAGE_RUNS := $(if $(filter-out 0,$(FULL)),,--only macro_badrow channel_inorder module_rand module_reset)
+COVERAGE_RUNS := $(if $(filter-out 0,$(FULL)),,--only macro_badrow channel_inorder channel_dram_dcs module_rand module_reset module_fields)
 coverage: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(CIM) verify coverage --out $(VERIF)/coverage $(COVERAGE_RUNS) $(COVERAGE_ARGS)
 
+# every proof of verif/formal.py PROOFS (macro, channel, module, DRAM bank; ~5 min on 2 busy
+# cores, macro_result the longest); FORMAL_ARGS="--only module_page_table" for one
 formal: $(STAMP)
 	$(CIM) verify formal --out $(VERIF)/formal $(FORMAL_ARGS)
 

@@ -20,7 +20,16 @@ cycles in the golden model and the RTL, host traffic and time per decode step.
    cycles against the contract's B + K + 3 (``perf/softmax_unit.head_cost``).
 4. **Host traffic and time per decode step** (``perf/softmax_unit.step_cost``, batch 1):
    SmolLM2 at its text's length, Llama-3.1-8B / 70B at 4K..1M tokens: host bytes, host round
-   trips, host softmax vs 1/l time, unit time.
+   trips, host softmax vs 1/l time, unit time (the performance model; not run on RTL).
+5. **With vs without on the module RTL** (``--softmax-module-rtl``, default on): one decode
+   step of a tiny attention (2 KV heads, 13 tokens, head_dim 8, TCP over 2 channels) on a
+   tiny module with the unit (:data:`RTL_MODULE`), compiled with the unit
+   (``compiler/attention/softmax.build_program_sm``) and without it (the host-softmax program
+   of ``compiler/attention.build_program``), each run through the Verilated PimModule in
+   lockstep with the golden model (``tb.build.run_module_lockstep``, every output every
+   cycle): cycles of the program and of the step, host bytes down and up counted from the
+   transfers of the run, host round trips of the stream, results checked against the
+   programs' integers and float attention.
 
 Writes ``<out>/softmax.json`` and ``<out>/softmax.md`` (default ``build/bench/``).
 """
@@ -39,6 +48,19 @@ from bench import results
 DEFAULT_SEED = 0          # deterministic; recorded only
 CONTEXTS = (4096, 32768, 131072, 1 << 20)
 MODELS = ("llama-3.1-8b", "llama-3.1-70b")
+RTL_SHAPE = (2, 13, 8)      # section 5: KV heads, tokens, head_dim (one query per head)
+RTL_REQUEST_SEED = 3
+
+
+def _rtl_module():
+    """Section 5's module: the tiny module with the unit of tests/rtl/test_rtl_module_softmax.py
+    (the same Verilator build)."""
+    from spec.isa import ChannelParams, ModuleParams
+    from spec.params import MacroParams
+    m = MacroParams(n_in=8, n_out=4, w_bits=8, x_bits=8, n_sets=4, n_acc=4, tree_stages=0)
+    return ModuleParams(channel=ChannelParams(macro=m, n_banks=2, n_gbuf=2, q_depth=4),
+                        n_ch=2, n_vpages=16, n_req=2, fifo_depth=4, loop_len=4, softmax=True,
+                        sm_context=32, host_ready=True)
 
 
 def _layer(text: str) -> int:
@@ -52,6 +74,7 @@ def _layer(text: str) -> int:
 
 def add_arguments(ap, common: bool = True) -> None:
     """Options of ``bench.softmax``; ``common``: also ``--seed`` and ``--out``."""
+    import argparse
     from cimphony.cli import Unique, nonneg_int
     if common:
         results.add_common(ap, DEFAULT_SEED, "seed (recorded only: the bench is deterministic)")
@@ -64,6 +87,10 @@ def add_arguments(ap, common: bool = True) -> None:
     ap.add_argument("--softmax-rtl-tokens", type=nonneg_int, metavar="N", default=256,
                     help="tokens of the real head run through the unit's RTL in amaranth.sim "
                          "(0: skip; at most 512)")
+    ap.add_argument("--softmax-module-rtl", action=argparse.BooleanOptionalAction,
+                    default=True,
+                    help="run the tiny with/without decode step through the Verilated module "
+                         "(section 5; needs Verilator)")
 
 
 def outputs(args) -> list[Path]:
@@ -285,6 +312,89 @@ def traffic(smollm2_cfg, smollm2_tokens: int) -> list[dict]:
     return rows
 
 
+# --- 5. with vs without on the module RTL ---------------------------------------------------
+def module_rtl(ready_p: float = 1.0, seed: int = 0) -> dict:
+    """Section 5: the tiny decode step with the unit and with host softmax, each through the
+    Verilated module in lockstep with the golden model.  Per path: ``cycles`` (the program:
+    setup + step, from the RTL run), ``setup_cycles`` (a run of the setup alone),
+    ``step_cycles``, ``down_bytes`` / ``up_bytes`` of the step (from the run's transfers:
+    host words pushed minus the setup's, out and sm_res beats received), ``round_trips`` (of
+    the step's command stream, ``host_traffic``), ``mismatches`` (0: every output equal to
+    the model's every cycle), ``model_cycles`` (``ModuleModel.run``: must equal ``cycles``),
+    ``exact`` (results = the program's integers) and ``cos_min`` against float attention.
+    The host path's cycles exclude the host's own softmax time (its probability tiles are
+    precomputed into the program), so they are a lower bound of its step time."""
+    from compiler.attention.program import Request, build_program
+    from compiler.attention.softmax import build_program_sm, host_traffic
+    from compiler.host import pace
+    from model.module import ModuleModel
+    from tb.build import run_module_lockstep
+    p = _rtl_module()
+    nh, t_, d = RTL_SHAPE
+    rng = np.random.default_rng(RTL_REQUEST_SEED)
+    req = Request(rng.standard_normal((nh, t_, d)), rng.standard_normal((nh, t_, d)),
+                  rng.standard_normal((nh, 1, d)))
+
+    def cos(a, b):
+        a, b = np.ravel(a), np.ravel(b)
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    out = {"params": p.tag, "shape": dict(kv_heads=nh, tokens=t_, head_dim=d, partition="TCP"),
+           "ready_p": ready_p, "seed": seed}
+    for name in ("with_unit", "host_softmax"):
+        unit = name == "with_unit"
+        prog = (build_program_sm(p, [req], "TCP") if unit
+                else build_program(p, [req], "TCP", "dpa", False))
+        cmds = pace(p, prog.cmds, ready_p, seed=seed)
+        setup = pace(p, prog.cmds[:prog.n_setup], ready_p, seed=seed)
+        t0 = time.perf_counter()
+        r = run_module_lockstep(p, cmds, out_ready_p=ready_p, seed=seed, label=f"bench_{name}")
+        rs = run_module_lockstep(p, setup, out_ready_p=ready_p, seed=seed,
+                                 label=f"bench_{name}_setup")
+        wall = time.perf_counter() - t0
+        n_res = len(prog.units) if unit else 0
+        tr = host_traffic(p, [w for w, _ in prog.cmds[prog.n_setup:]], prog.n_reads, n_res)
+        x = r["transfers"]
+        down = (x["host"] - rs["transfers"]["host"]) * tr["host_word_bytes"]
+        up = (x["out"] * tr["out_beat_bytes"] + x.get("sm_res", 0) * tr["sm_res_bytes"]
+              - rs["transfers"]["out"] * tr["out_beat_bytes"])
+        row = dict(ok=r["ok"] and rs["ok"], mismatches=int(not r["ok"]) + int(not rs["ok"]),
+                   cycles=r["cycles"], setup_cycles=rs["cycles"],
+                   step_cycles=r["cycles"] - rs["cycles"], down_bytes=down, up_bytes=up,
+                   stream_down_bytes=tr["down_bytes"], stream_up_bytes=tr["up_bytes"],
+                   round_trips=tr["round_trips"], host_prob_bytes=tr["host_prob_bytes"],
+                   out_beats=x["out"], sm_res_beats=x.get("sm_res", 0),
+                   step_cmds=tr["n_cmds"], errors=len(r["errors"]) + len(r["sm_errors"]),
+                   wall_s=round(wall, 2),
+                   model_cycles=ModuleModel(p).run(cmds, out_ready_p=ready_p,
+                                                   seed=seed).cycles)
+        if r["ok"]:
+            if unit:
+                dec = prog.decode(r["outputs"], r["sm_res"])
+                o = dec["o"]
+                exact = all(np.array_equal(a, e) for a, e in zip(dec["acc"], prog.expected_acc))
+            else:
+                o = prog.decode(r["outputs"]).o
+                exact = True
+            exact = exact and all(np.allclose(a, e, rtol=0, atol=1e-12)
+                                  for a, e in zip(o, prog.expected_o))
+            row.update(exact=bool(exact), cos_min=min(cos(a[h], b[h])
+                                                      for a, b in zip(o, prog.reference)
+                                                      for h in range(a.shape[0])))
+        else:
+            row.update(exact=False, cos_min=None, mismatch=r["mismatch"] or rs["mismatch"])
+        out[name] = row
+    return out
+
+
+def _module_rtl_ok(m: dict) -> bool:
+    return all(m[k]["ok"] and m[k]["exact"] and not m[k]["errors"]
+               and m[k]["cycles"] == m[k]["model_cycles"]
+               and (m[k]["down_bytes"], m[k]["up_bytes"]) == (m[k]["stream_down_bytes"],
+                                                              m[k]["stream_up_bytes"])
+               for k in ("with_unit", "host_softmax"))
+
+
 def run(args) -> int:
     """Run the bench; 0 if the golden and RTL runs are bit-exact with no lockstep mismatch."""
     from workloads.softmax_accuracy import SMOLLM2_TEXT, CaptureDecoder
@@ -315,6 +425,13 @@ def run(args) -> int:
         t["rtl_s"] = round(time.perf_counter() - t0, 1)
         ok = ok and res["rtl"]["bit_exact"] and res["rtl"]["lockstep_mismatch"] is None
     res["traffic"] = traffic(dec.cfg, len(dec.model.encode(SMOLLM2_TEXT)))
+    if getattr(args, "softmax_module_rtl", True):
+        print("[softmax] module RTL: the tiny decode step with and without the unit through "
+              "the Verilated module in lockstep ...", flush=True)
+        t0 = time.perf_counter()
+        res["module_rtl"] = module_rtl()
+        t["module_rtl_s"] = round(time.perf_counter() - t0, 1)
+        ok = ok and _module_rtl_ok(res["module_rtl"])
     res["timings_s"] = t
     jpath, mpath = outputs(args)
     results.write_json(jpath, res)
@@ -364,7 +481,35 @@ def render(r: dict) -> str:
             L.append(f"| {name} | {x['params']} | {x['tokens']} | {x['parts']} | "
                      f"{x['digits']} | {x['beats']} | {x['tiles']} | {x['cycles']} | "
                      f"{x['contract_cycles']} | {'yes' if x['bit_exact'] else 'NO'} | {ls} |")
-    L += ["", "## Host traffic and time per decode step (batch 1, every layer and query head; "
+    mr = r.get("module_rtl")
+    if mr:
+        sh = mr["shape"]
+        L += ["", "## With vs without on the module RTL (measured: Verilator lockstep)", "",
+              f"One decode step, {sh['kv_heads']} KV heads x {sh['tokens']} tokens, head_dim "
+              f"{sh['head_dim']}, {sh['partition']} over 2 channels, on module "
+              f"`{mr['params']}` (out.ready = sm_res.ready duty {mr['ready_p']}). Cycles and "
+              "host bytes are **measured on the RTL runs** (bytes from the transfers of the "
+              "run: host words pushed, out / sm_res beats received; equal to the stream's "
+              "count); round trips are counted on the command stream that ran.", "",
+              "| path | source | cycles (setup + step) | step cycles | host bytes down | "
+              "host bytes up | host round trips | out / sm_res beats | lockstep | results |",
+              "|---|---|---:|---:|---:|---:|---:|---|---|---|"]
+        for k, label in (("with_unit", "with the unit"),
+                         ("host_softmax", "without (host softmax)")):
+            x = mr[k]
+            ls = "0 mismatches" if x["ok"] else f"MISMATCH: {x.get('mismatch')}"
+            res_ = (f"exact, cosine >= {x['cos_min']:.4f}" if x["exact"] else "NOT exact")
+            L.append(f"| {label} | RTL (Verilator) | {x['setup_cycles']} + {x['step_cycles']} "
+                     f"= {x['cycles']} | {x['step_cycles']} | {x['down_bytes']} | "
+                     f"{x['up_bytes']} | {x['round_trips']} | {x['out_beats']} / "
+                     f"{x['sm_res_beats']} | {ls} (model {x['model_cycles']} cycles) | "
+                     f"{res_} |")
+        L += ["", "The host path's cycles exclude the host's own work in its round trip "
+              "(reading the scores, softmax, writing the probability tiles: its tiles are "
+              "precomputed into the program), so its step time on a real host is longer than "
+              "shown; with the unit the step needs no round trip."]
+    L += ["", "## Host traffic and time per decode step (performance model, "
+          "perf/softmax_unit.step_cost; not run on RTL; batch 1, every layer and query head; "
           "4 TCP partitions)", "",
           "| model | context | digits | host bytes without -> with | saved | host round trips "
           "| host softmax ms -> 1/l ms | unit ms (heads in series) |",
@@ -383,10 +528,12 @@ def render(r: dict) -> str:
           "accelerator op costs (perf/host.py); the unit's: B + K + 3 cycles per head at "
           "1 GHz. What runs where: accuracy and teacher forcing use the unit's bit-exact "
           "arithmetic (model.softmax.softmax_trace, checked against the RTL in "
-          "tests/hdl/test_hdl_softmax.py and above) with the INT8 QK^T / SV integers in numpy; "
-          "the unit is not yet in the module ISA (docs/softmax.md, 'Hub integration'), so "
-          "the host traffic is computed from the stream layouts, not measured on a module "
-          "run. `cimphony perf` shows the same comparison on every performance-model point."]
+          "tests/hdl/test_hdl_softmax.py and above) with the INT8 QK^T / SV integers in numpy. "
+          "Sources: the accuracy, teacher-forcing and per-context traffic tables are computed "
+          "(the unit's bit-exact arithmetic; the performance model perf/softmax_unit for "
+          "4K..1M tokens); the unit's cycles come from the golden model and amaranth.sim; "
+          "the module with/without table comes from Verilator runs of the module RTL. "
+          "`cimphony perf` shows the same comparison on every performance-model point."]
     return "\n".join(L)
 
 

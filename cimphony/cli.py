@@ -244,6 +244,11 @@ BENCHES = (
     ("softmax", "bench.softmax", "softmax unit: accuracy and host traffic, with vs without"),
     ("allbank", "bench.allbank", "all-bank MAC: one QK^T stream single-bank, all-bank, DCS"),
     ("dram", "bench.dram", "DRAM-PIM bank: lockstep speed, 10^6 fuzzed commands, 2K/8K QK^T"),
+    ("dram_module", "bench.dram_module", "DRAM-PIM module in RTL: QK^T in order / all-bank / "
+                                         "DCS, Llama-3.1-8B 2K/8K"),
+    ("dispatch", "bench.dispatch", "dispatcher-bound point: multicast WR_INP (wide_inp), "
+                                   "perf model"),
+    ("regress", "bench.regress", "10^6 fuzzed host commands per bank kind, module RTL on Dask"),
 )
 
 

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from spec.isa import ChannelParams, Op, encode, out_fields
+from spec.dram import to_bursts
 from spec.params import check_int, pack_vec, unpack_vec
 
 __all__ = ["Program", "gemv_program", "qk_stream_program", "decode_out"]
@@ -71,8 +72,11 @@ class _Builder:
             self.reads.append((f["bank"], f["o"]))
 
     def wr_w(self, bank, set_, row, vals):
-        self.emit(Op.WR_W, bank=bank, set=set_, row=row,
-                  data=pack_vec(vals, self.p.macro.w_bits))
+        """One WR_W: a weight row ``vals`` (n_out ints), or on a DRAM channel one column
+        burst ``row`` = column, ``vals`` = its bytes (:func:`_dram_loads`)."""
+        data = (int.from_bytes(vals, "little") if isinstance(vals, bytes)
+                else pack_vec(vals, self.p.macro.w_bits))
+        self.emit(Op.WR_W, bank=bank, set=set_, row=row, data=data)
 
     def wr_inp(self, g, vals):
         self.emit(Op.WR_INP, g=g, data=pack_vec(vals, self.p.macro.x_bits))
@@ -181,6 +185,20 @@ def _place(name: str, Wm: np.ndarray, p: ChannelParams) -> tuple[int, int, int, 
     return kt_n, nb_n, per_bank, loads
 
 
+def _dram_loads(p: ChannelParams, rows: list) -> list:
+    """The weight rows ``[(bank, set, row, vals)]`` of one slot as DRAM column bursts
+    ``[(bank, set, col, bytes)]`` (docs/dram_channel.md, burst layout: every page that has a
+    row written is written whole, rows not given are 0, which is what the DIMC program's
+    zero inputs beyond them make them anyway)."""
+    pages: dict = {}
+    for bank, set_, row, vals in rows:
+        page = pages.setdefault((bank, set_), np.zeros((p.macro.n_in, p.macro.n_out),
+                                                       dtype=np.int64))
+        page[row] = vals
+    return [(b, s, c, burst) for (b, s), page in pages.items()
+            for c, burst in enumerate(to_bursts(page, p.burst_bytes))]
+
+
 def _schedule(bld: _Builder, loads: dict, groups: list, ratio: int | None = None):
     """Emit the program.
 
@@ -192,6 +210,8 @@ def _schedule(bld: _Builder, loads: dict, groups: list, ratio: int | None = None
     of slot s (first occurrence), the rest flushed before the first group of slot s+1.
     RD_OUTs of a group are emitted after the next group's MACs (one group late).
     """
+    if bld.p.bank_kind == "dram":
+        loads = {slot: _dram_loads(bld.p, rows) for slot, rows in loads.items()}
     slots = sorted(loads)
     loaded = set()          # slots whose loads are all emitted
     pending, pslot = [], None   # loads of slot ``pslot`` still to interleave

@@ -51,9 +51,12 @@ from .logic import load
 __all__ = ["BlockfmtStage", "FAULTS"]
 
 #: Deliberate faults (to prove that the tests catch them): the adder's (``"trunc"``,
-#: ``"no_sticky"``, see :data:`hdl.fp32acc.ADD_FAULTS`) and ``"no_hazard"``: a scale write to
-#: the set of the beat being processed is not rejected.
-FAULTS = ADD_FAULTS + ("no_hazard",)
+#: ``"no_sticky"``, see :data:`hdl.fp32acc.ADD_FAULTS`), ``"no_hazard"``: a scale write to
+#: the set of the beat being processed is not rejected, and ``"bias_off"``: every scaled
+#: term's exponent is one too high (bias 265 instead of 266; Q4_1 157 instead of 158), so
+#: every BFP16 / MXINT8 / Q4_1 result is doubled (visible on any data, unlike the rounding
+#: faults, which short real reductions, exact in binary32, do not show).
+FAULTS = ADD_FAULTS + ("no_hazard", "bias_off")
 
 _FP16_SIG = 11      # fp16 significand bits (hidden bit + 10 fraction bits)
 
@@ -242,6 +245,7 @@ class BlockfmtStage(wiring.Component):
         m.d.comb += xs_nan.eq(cur_xs == 0xFF)
         xsum = cur_xsum.as_signed()
         afault = self.fault if self.fault in ADD_FAULTS else None
+        bo = 1 if self.fault == "bias_off" else 0
         results, lane_ovf = [], []
         for j in range(L):
             y = cur_y[j * A:(j + 1) * A].as_signed()
@@ -259,13 +263,13 @@ class BlockfmtStage(wiring.Component):
                 d_sig = Cat(w[0:10], d_e != 0)
                 m_sig = Cat(w[16:26], m_e != 0)
                 m.d.comb += [             # exponent of the LSB: xs - 133 + (max(E, 1) - 25)
-                    t1_exp.eq(Mux(is_q, cur_xs + Mux(d_e == 0, 1, d_e) - 158,
-                                  Mux(is_exp, cur_xs + w[0:8] - 266, 0))),
+                    t1_exp.eq(Mux(is_q, cur_xs + Mux(d_e == 0, 1, d_e) - (158 - bo),
+                                  Mux(is_exp, cur_xs + w[0:8] - (266 - bo), 0))),
                     t1_neg.eq((v1 < 0) ^ (is_q & w[15])),
                     t1_mag.eq(abs(v1) * Mux(is_q, d_sig, 1)),
                 ]
             else:
-                m.d.comb += [t1_exp.eq(Mux(is_exp, cur_xs + w[0:8] - 266, 0)),
+                m.d.comb += [t1_exp.eq(Mux(is_exp, cur_xs + w[0:8] - (266 - bo), 0)),
                              t1_neg.eq(y < 0), t1_mag.eq(abs(y))]
             r, o = term_add(m, a_code, t1_neg, t1_mag, t1_exp, t1_nan, fault=afault,
                             prefix=f"l{j}_s1_")
@@ -275,7 +279,7 @@ class BlockfmtStage(wiring.Component):
                 t2_mag = Signal(self.term2_bits, name=f"l{j}_t2_mag")
                 m.d.comb += [t2_neg.eq((xsum < 0) ^ w[31]),
                              t2_mag.eq(Mux(is_q, abs(xsum) * m_sig, 0)),
-                             t2_exp.eq(cur_xs + Mux(m_e == 0, 1, m_e) - 158)]
+                             t2_exp.eq(cur_xs + Mux(m_e == 0, 1, m_e) - (158 - bo))]
                 # a NaN beat's first step already gave NaN: the second needs no NaN input
                 r, o2 = term_add(m, r, t2_neg, t2_mag, t2_exp, Const(0, 1), fault=afault,
                                  prefix=f"l{j}_s2_")

@@ -11,8 +11,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from cimphony.compat import silence_unused
-from spec.isa import (HOST_CHANNEL_OPS, HostOp, LoopMode, ModErr, ModuleParams, Op, host_fields,
-                       host_op_limit, mod_out_fields)
+from spec.isa import (HOST_CHANNEL_OPS, SM_HOST_OPS, HostOp, LoopMode, ModErr, ModuleParams, Op,
+                       host_fields, host_op_limit, mod_out_fields, sm_res_fields)
+from spec.softmax import SH_BITS, SmOp
 
 from .channel import FAULTS as CHANNEL_FAULTS
 from .channel import PimChannel
@@ -21,6 +22,8 @@ from .hier import place
 from .layouts import struct_layout
 from .logic import all_of, any_of
 from .regfile import select, write
+from .softmax import FAULTS as SM_FAULTS
+from .softmax import SoftmaxUnit
 
 __all__ = ["PimModule", "FAULTS"]
 
@@ -66,6 +69,9 @@ class PimModule(wiring.Component):
         ``~out.valid`` (nothing left to deliver; combinational).
     busy : Out(C * n_banks)
         Bit ``c*n_banks + b`` = channel c's ``busy[b]``.
+    perr, perr_ch : Out(3), Out(C)
+        ``channel.post`` only: the OR of the channels' ``perr`` (PostErr of a WR_SCALE) and
+        bit c = channel c's ``perr`` != 0 (combinational, the channels' timing).
 
     Rules (one cycle t, decisions from the registers at t and the inputs at t)
     -----
@@ -92,18 +98,28 @@ class PimModule(wiring.Component):
     #: name of its Verilog module (``hdl.export``)
     verilog_name = "pim_module"
 
-    def __init__(self, params: ModuleParams, *, fault: str | None = None):
+    def __init__(self, params: ModuleParams, *, fault: str | None = None,
+                 sm_fault: str | None = None):
         silence_unused(self)              # not an unused design if the check below raises
         if not isinstance(params, ModuleParams):
             raise ValueError(f"PimModule: params must be ModuleParams, not {params!r}")
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"PimModule: fault={fault!r} is not one of {', '.join(FAULTS)}")
+        if sm_fault is not None and (sm_fault not in SM_FAULTS or not params.softmax):
+            raise ValueError(f"PimModule: sm_fault={sm_fault!r} needs softmax=True and one of "
+                             f"{', '.join(SM_FAULTS)}")
         silence_unused(self, False)
         self.params = params
         self.fault = fault
         self.host_layout = struct_layout(host_fields(params))
         self.out_layout = struct_layout(mod_out_fields(params))
         cp = params.channel
+        sm_ports = {}
+        if params.softmax:      # the softmax unit's result stream and beat errors
+            sm_ports = {"sm_res": Out(stream.Signature(struct_layout(sm_res_fields(params)))),
+                        "sm_err": Out(3)}
+        if params.post:         # the channels' PostErr: OR, and which channels (bit c)
+            sm_ports = {"perr": Out(3), "perr_ch": Out(params.n_ch)}
         super().__init__({
             "host": In(stream.Signature(self.host_layout, always_ready=not params.host_ready)),
             "out": Out(stream.Signature(self.out_layout)),
@@ -112,7 +128,11 @@ class PimModule(wiring.Component):
             "err_count": Out(16),
             "idle": Out(1),
             "busy": Out(params.n_ch * cp.n_banks),
+            **sm_ports,
         })
+        #: the softmax unit (submodule ``sm``; with ``softmax`` only)
+        self.sm = (silence_unused(SoftmaxUnit(params.sm_params, fault=sm_fault))
+                   if params.softmax else None)
         #: the C channels (submodules ``ch<c>``; used iff the module is)
         chf = fault if fault in CHANNEL_FAULTS else None
         self.channels = [silence_unused(PimChannel(cp, fault=chf)) for _ in range(params.n_ch)]
@@ -122,8 +142,11 @@ class PimModule(wiring.Component):
 
     @property
     def children(self) -> dict:
-        """Submodules: ``{"ch<c>": PimChannel}``."""
-        return {f"ch{c}": ch for c, ch in enumerate(self.channels)}
+        """Submodules: ``{"ch<c>": PimChannel}`` (and ``"sm"``: the softmax unit)."""
+        d = {f"ch{c}": ch for c, ch in enumerate(self.channels)}
+        if self.sm is not None:
+            d["sm"] = self.sm
+        return d
 
     def elaborate(self, platform):
         p = self.params
@@ -137,7 +160,7 @@ class PimModule(wiring.Component):
 
         chans = self.channels
         for name, ch in self.children.items():
-            place(m, name, ch, platform)
+            place(m, name, ch, platform)        # channels (and the softmax unit "sm")
         m.d.comb += self.busy.eq(Cat(*(ch.busy for ch in chans)))
         ch_idle = all_of(ch.idle for ch in chans)
 
@@ -186,32 +209,53 @@ class PimModule(wiring.Component):
             return any_of([op == int(o) for o in ops])
 
         ab_ops = (MAC_AB,) if AB else ()        # MAC_AB (opcode 10) only with all_bank
-        ch_ops = (*HOST_CHANNEL_OPS, *ab_ops)
+        SM = p.softmax
+        rd_sm = (HostOp.RD_SM,) if SM else ()     # softmax opcodes (11..14) only with softmax
+        wr_prob = (HostOp.WR_PROB,) if SM else ()
+        sm_cfg = (HostOp.SM_CFG,) if SM else ()
+        POST = p.post
+        wr_sc = (HostOp.WR_SCALE,) if POST else ()   # opcode 15 only with channel.post
+        ch_ops = (*HOST_CHANNEL_OPS, *ab_ops, *rd_sm, *wr_prob, *wr_sc)
         ch_op = op_in(*ch_ops)
         pe = select(m, "pte", vp_e[:_bits(V)], pt, pte)
 
         bad_opcode = op >= host_op_limit(p)
+        if SM and not AB:
+            bad_opcode = bad_opcode | (op == MAC_AB)
+        if POST:        # 15 valid; 11..14 (softmax) and 10 without all_bank are not
+            bad_opcode = bad_opcode | op_in(*SM_HOST_OPS, *(() if AB else (MAC_AB,)))
         extra_bad = []
+        if POST:        # WR_SCALE: row = the part (< chunks), vp and rid as WR_W
+            extra_bad.append(op_in(HostOp.WR_SCALE)
+                             & ((h.row >= cp.post.chunks) | (vp_e >= V) | (h.rid >= R)))
         if AB:          # the stripe vp .. vp+B-1 must lie in the page table
             extra_bad.append(op_in(MAC_AB) & (vp_e + (B - 1) >= V))
         if K > 1:       # a multi WR_INP carries at most K tiles
             extra_bad.append(op_in(HostOp.WR_INP) & h.multi
                              & (sum(h.chmask[i] for i in range(len(h.chmask))) > K))
+        if SM:          # SM_CFG: P consecutive channels (P a power of two), 0 < tok[rid] <= N
+            sp = p.sm_params
+            sm_masks = {((1 << P_) - 1) << c0: (c0, P_.bit_length() - 1)
+                        for P_ in (1, 2, 4, 8) if P_ <= sp.n_part for c0 in range(C - P_ + 1)}
+            tok_sm = select(m, "tok_sm", h.rid, tok, 16)
+            extra_bad.append(op_in(HostOp.SM_CFG)
+                             & (~any_of([h.chmask == v for v in sm_masks])
+                                | (tok_sm == 0) | (tok_sm > sp.max_context)))
         bad_field = any_of([
             ch_op & ((h.chmask == 0) | (h.chmask >= (1 << C))),
-            op_in(HostOp.WR_INP, HostOp.MAC, *ab_ops) & (h.g >= cp.n_gbuf),
+            op_in(HostOp.WR_INP, HostOp.MAC, *ab_ops, *wr_prob) & (h.g >= cp.n_gbuf),
             op_in(HostOp.WR_W) & (h.row >= mp.n_in),
-            op_in(HostOp.MAC, HostOp.RD_OUT, *ab_ops) & (o_e >= mp.n_acc),
-            op_in(HostOp.WR_W, HostOp.MAC, HostOp.RD_OUT, HostOp.MAP, HostOp.UNMAP)
+            op_in(HostOp.MAC, HostOp.RD_OUT, *ab_ops, *rd_sm) & (o_e >= mp.n_acc),
+            op_in(HostOp.WR_W, HostOp.MAC, HostOp.RD_OUT, HostOp.MAP, HostOp.UNMAP, *rd_sm)
             & (vp_e >= V),
             op_in(HostOp.WR_W, HostOp.MAC, HostOp.RD_OUT, HostOp.MAP, HostOp.UNMAP,
-                  HostOp.SET_TOK, HostOp.LOOP, *ab_ops) & (h.rid >= R),
+                  HostOp.SET_TOK, HostOp.LOOP, *ab_ops, *rd_sm, *sm_cfg) & (h.rid >= R),
             op_in(HostOp.MAP) & (h.pp >= NP),
             op_in(HostOp.LOOP) & ((h.n == 0) | (h.n > L)),
             replay & ~op_in(HostOp.NOP, *ch_ops),
             *extra_bad,
         ])
-        pt_ops = op_in(HostOp.WR_W, HostOp.MAC, HostOp.RD_OUT, HostOp.UNMAP)
+        pt_ops = op_in(HostOp.WR_W, HostOp.MAC, HostOp.RD_OUT, HostOp.UNMAP, *rd_sm, *wr_sc)
         unmapped = pt_ops & ~pe.valid
         not_owner = pt_ops & (pe.rid != h.rid)
         pp_taken = any_of([e.valid & (e.pp == h.pp) for e in pt])
@@ -248,6 +292,16 @@ class PimModule(wiring.Component):
         # ---------------- channel command (multicast) ----------------
         mask = h.chmask[:C]
         all_ready = all_of([~mask[c] | ch.cmd.ready for c, ch in enumerate(chans)])
+        if SM:
+            # per channel: destination FIFO of its pending results (1 = the softmax unit)
+            TD = p.sm_tag_depth
+            tcnt = [Signal(range(TD + 1), name=f"dst_n{c}") for c in range(C)]
+            tbits = [Signal(TD, name=f"dst{c}") for c in range(C)]
+            unit = self.sm
+            # RD_OUT / RD_SM: room in every masked FIFO; WR_PROB: a tile in the unit
+            room = all_of([~mask[c] | (tcnt[c] != TD) for c in range(C)])
+            all_ready = all_ready & Mux(op_in(HostOp.RD_OUT, HostOp.RD_SM), room,
+                                        Mux(op == HostOp.WR_PROB, unit.prob.valid, 1))
         offer = Signal()
         m.d.comb += offer.eq(ok & ch_op & all_ready)
         cmd = Signal(chans[0].cmd_layout, name="ch_cmd")
@@ -271,11 +325,24 @@ class PimModule(wiring.Component):
                         m.d.comb += cmd.acc.eq(h.acc)
                     if hop in (HostOp.WR_INP, HostOp.WR_W):
                         m.d.comb += cmd.data.eq(h.data)
+                    if hop == HostOp.WR_INP and POST:     # the tile's block exponent code
+                        m.d.comb += cmd.xs.eq(h.xs)
             if AB:      # MAC_AB -> MAC with ab = 1, bank 0, the set of pt[vp]
                 with m.Case(int(MAC_AB)):
                     m.d.comb += [cmd.op.eq(int(Op.MAC)), cmd.set.eq(pe.pp[:sb]),
                                  cmd.g.eq(h.g), cmd.o.eq(o_e), cmd.acc.eq(h.acc),
                                  cmd.ab.eq(1)]
+            if SM:      # RD_SM -> RD_OUT; WR_PROB -> WR_INP of the unit's tile
+                with m.Case(int(HostOp.RD_SM)):
+                    m.d.comb += [cmd.op.eq(int(Op.RD_OUT)), cmd.bank.eq(bank), cmd.o.eq(o_e)]
+                with m.Case(int(HostOp.WR_PROB)):
+                    m.d.comb += [cmd.op.eq(int(Op.WR_INP)), cmd.g.eq(h.g),
+                                 cmd.data.eq(unit.prob.payload.q)]
+            if POST:    # WR_SCALE -> WR_W with sc = 1: row = part, fmt, the scale words
+                with m.Case(int(HostOp.WR_SCALE)):
+                    m.d.comb += [cmd.op.eq(int(Op.WR_W)), cmd.bank.eq(bank),
+                                 cmd.set.eq(pe.pp[:sb]), cmd.row.eq(h.row), cmd.sc.eq(1),
+                                 cmd.fmt.eq(h.fmt), cmd.data.eq(h.data)]
             with m.Default():                 # no channel command (valid is 0)
                 m.d.comb += cmd.eq(0)
         DB = cp.data_bits
@@ -292,8 +359,31 @@ class PimModule(wiring.Component):
 
         # ---------------- consume ----------------
         consumed = Signal()          # the executed command (NONE or REPLAY) is consumed
+        other = Const(1)
+        if SM:          # SM_CFG / SM_ABORT: consumed when the unit takes the command
+            sm_op = op_in(HostOp.SM_CFG, HostOp.SM_ABORT)
+            other = Mux(sm_op, unit.cmd.ready, 1)
+            ucmd = unit.cmd.payload
+            c0_, pl_ = Signal(3, name="sm_chan0"), Signal(2, name="sm_plog2")
+            with m.Switch(h.chmask):
+                for v, (c0, pl) in sm_masks.items():
+                    with m.Case(v):
+                        m.d.comb += [c0_.eq(c0), pl_.eq(pl)]
+                with m.Default():         # not a head mask: BAD_FIELD, never offered
+                    m.d.comb += [c0_.eq(0), pl_.eq(0)]
+            MB = sp.mul_bits
+            m.d.comb += [
+                unit.cmd.valid.eq(ok & sm_op),
+                ucmd.op.eq(Mux(op == HostOp.SM_ABORT, int(SmOp.ABORT), int(SmOp.CFG))),
+                ucmd.mul.eq(h.data[:MB]), ucmd.sh.eq(h.data[MB:MB + SH_BITS]),
+                ucmd.dig.eq(h.data[MB + SH_BITS]), ucmd.plog2.eq(pl_), ucmd.chan0.eq(c0_),
+                ucmd.count.eq(tok_sm),
+                unit.prob.ready.eq(offer & (op == HostOp.WR_PROB)),
+                self.sm_res.valid.eq(unit.res.valid), self.sm_res.payload.eq(unit.res.payload),
+                unit.res.ready.eq(self.sm_res.ready), self.sm_err.eq(unit.in_err),
+            ]
         m.d.comb += consumed.eq(reject | (ok & Mux(ch_op, all_ready,
-                                                   Mux(op == HostOp.BARRIER, ch_idle, 1))))
+                                                   Mux(op == HostOp.BARRIER, ch_idle, other))))
         pop = Signal()
         m.d.comb += pop.eq((none & consumed) | (capture & f_nonempty))
 
@@ -364,18 +454,48 @@ class PimModule(wiring.Component):
         # ---------------- output merge ----------------
         take = ~self.out.valid | self.out.ready
         lower = Const(0, 1)          # a lower-numbered channel has out.valid
+        hvalid = [ch.out.valid for ch in chans]          # beats for the host
+        if SM:
+            hvalid = [ch.out.valid & ~tbits[c][0] for c, ch in enumerate(chans)]
+            uvalid = [ch.out.valid & tbits[c][0] for c, ch in enumerate(chans)]
+            uin = getattr(unit, "in")
+            ulower = Const(0, 1)
+            for c in reversed(range(C)):         # lowest-numbered wins (assigned last)
+                with m.If(uvalid[c]):
+                    m.d.comb += [uin.payload.x.eq(chans[c].out.payload.y),
+                                 uin.payload.chan.eq(c)]
+            utake = []
+            for c in range(C):
+                utake.append(uin.ready & uvalid[c] & ~ulower)
+                ulower = ulower | uvalid[c]
+            m.d.comb += uin.valid.eq(ulower)
         for c, ch in enumerate(chans):
-            m.d.comb += ch.out.ready.eq(take & ch.out.valid & ~lower)
-            lower = lower | ch.out.valid
+            if SM:
+                m.d.comb += ch.out.ready.eq((take & hvalid[c] & ~lower) | utake[c])
+            else:
+                m.d.comb += ch.out.ready.eq(take & ch.out.valid & ~lower)
+            lower = lower | hvalid[c]
         any_out = lower
         y_sel = Signal(len(self.out.payload.y))
         b_sel = Signal(len(self.out.payload.bank))
         o_sel = Signal(len(self.out.payload.o))
         c_sel = Signal(len(self.out.payload.chan))
         for c in reversed(range(C)):             # lowest-numbered wins (assigned last)
-            with m.If(chans[c].out.valid):
+            with m.If(hvalid[c]):
                 m.d.comb += [y_sel.eq(chans[c].out.payload.y), b_sel.eq(chans[c].out.payload.bank),
                              o_sel.eq(chans[c].out.payload.o), c_sel.eq(c)]
+        if POST:        # the stage's ovf flag of the beat, and the channels' PostErr
+            v_sel = Signal(name="ovf_sel")
+            for c in reversed(range(C)):
+                with m.If(hvalid[c]):
+                    m.d.comb += v_sel.eq(chans[c].out.payload.ovf)
+            with m.If(take & any_out):
+                m.d.sync += self.out.payload.ovf.eq(v_sel)
+            perr = Const(0, 3)
+            for ch in chans:
+                perr = perr | ch.perr
+            m.d.comb += [self.perr.eq(perr),
+                         self.perr_ch.eq(Cat(*(ch.perr != 0 for ch in chans)))]
         with m.If(take & any_out):
             m.d.sync += [self.out.valid.eq(1), self.out.payload.y.eq(y_sel),
                          self.out.payload.bank.eq(b_sel), self.out.payload.o.eq(o_sel),
@@ -383,5 +503,21 @@ class PimModule(wiring.Component):
         with m.Elif(self.out.ready):
             m.d.sync += self.out.valid.eq(0)
 
-        m.d.comb += self.idle.eq((f_n == 0) & none & ch_idle & ~any_out & ~self.out.valid)
+        if SM:
+            # destination FIFOs: pop the head on a transfer, append the dispatched RD_OUT /
+            # RD_SM (1 = to the unit) after the pop
+            for c, ch in enumerate(chans):
+                pop_c = ch.out.valid & ch.out.ready
+                push_c = offer & mask[c] & op_in(HostOp.RD_OUT, HostOp.RD_SM)
+                base = Mux(pop_c, tbits[c] >> 1, tbits[c])
+                pos = Signal(range(TD + 1), name=f"dst_pos{c}")
+                m.d.comb += pos.eq(tcnt[c] - pop_c)
+                d_bit = Signal(TD, name=f"dst_bit{c}")
+                m.d.comb += d_bit.eq(Mux(push_c & (op == HostOp.RD_SM), 1, 0) << pos)
+                m.d.sync += [tbits[c].eq(base | d_bit), tcnt[c].eq(tcnt[c] + push_c - pop_c)]
+            any_all = any_of([ch.out.valid for ch in chans])
+            m.d.comb += self.idle.eq((f_n == 0) & none & ch_idle & ~any_all & ~self.out.valid
+                                     & unit.idle)
+        else:
+            m.d.comb += self.idle.eq((f_n == 0) & none & ch_idle & ~any_out & ~self.out.valid)
         return m

@@ -27,6 +27,8 @@ from collections import deque, namedtuple
 from dataclasses import dataclass, field
 
 from spec.isa import ChannelParams, Op, cmd_fields, out_fields
+from model.blockfmt import PostModel
+from model.dram_backend import DramBackend
 from model.interface import check_inputs
 from model.macro import MacroModel
 from spec.params import check_int, check_word, req_fields, width, wr_fields
@@ -73,6 +75,17 @@ class ChannelTrace:
 class ChannelModel:
     """Cycle-exact model of one PIM channel (ports and behaviour as in docs/channel.md).
 
+    With ``params.post`` every bank's results go through a block post-processing stage
+    (:class:`model.blockfmt.PostModel`, attribute ``posts``) into OBuf (docs/channel.md,
+    "Block post-processing stage"); ``perr`` is that output of the last :meth:`step` (not in
+    :class:`ChanOut`, whose fields are unchanged).
+
+    With ``params.bank_kind == "dram"`` the banks are DRAM-PIM banks behind the DRAM
+    back-end of docs/dram_channel.md (:class:`model.dram_backend.DramBackend`, attribute
+    ``backend``; ``macros`` is empty): same ports, queues, dependency table and issue rules,
+    plus the back-end's issue rules, delayed done bits of I/O commands and WR_Ws, and the
+    DRAM meanings of ``busy`` and ``err``.
+
     Dependencies only ever name pending commands (ids are reused mod W):
 
     * at enqueue a table slot is recorded only if it is valid and ``done[slot.seq] = 0`` at t
@@ -101,12 +114,18 @@ class ChannelModel:
     :class:`model.interface.GoldenModel`).
     """
 
-    def __init__(self, params: ChannelParams):
+    def __init__(self, params: ChannelParams, *, late: int = 0):
         if not isinstance(params, ChannelParams):
             raise ValueError(f"ChannelModel: params={params!r} is not a ChannelParams")
         p = self.params = params
         m = p.macro
-        self.macros = [MacroModel(m) for _ in range(p.n_banks)]
+        # bank_kind "dram": no macros; the DRAM back-end (docs/dram_channel.md) owns the banks
+        self.dram = p.bank_kind == "dram"
+        # late > 0 (DRAM banks only): a deliberately late model (model.dram_bank ``late``)
+        if late and not self.dram:
+            raise ValueError(f"ChannelModel: late={late!r} needs bank_kind 'dram'")
+        self.backend = DramBackend(p, late=late) if self.dram else None
+        self.macros = [] if self.dram else [MacroModel(m) for _ in range(p.n_banks)]
         cf, of, wf, rf = cmd_fields(p), out_fields(p), wr_fields(m), req_fields(m)
         self._cf = [(cf[n].offset, (1 << cf[n].width) - 1)
                     for n in ("bank", "set", "row", "g", "o", "acc", "data")]
@@ -124,7 +143,41 @@ class ChannelModel:
         # a bank / g field can name a missing bank / GBuf entry (not a power of two)
         self._odd = p.n_banks != 1 << cf["bank"].width or p.n_gbuf != 1 << cf["g"].width
         self._gbuf = [0] * p.n_gbuf           # GBuf data: not reset by rst (0 at power-up)
+        # block post-processing stage behind every bank (ChannelParams.post; docs/channel.md,
+        # "Block post-processing stage"): None without it
+        self.posts = None
+        if p.post is not None:
+            self._post_init()
         self.reset()
+
+    def _post_init(self) -> None:
+        """The ``post`` option's constants and its B stages (:class:`model.blockfmt.PostModel`)."""
+        from spec.blockfmt import post_in_fields, post_out_fields, post_sw_fields
+        p, m = self.params, self.params.macro
+        cf = cmd_fields(p)
+        self._pcf = [(cf[n].offset, (1 << cf[n].width) - 1) for n in ("sc", "fmt", "xs")]
+        self.posts = [PostModel(p.post) for _ in range(p.n_banks)]
+        fi, fs, fo, of = post_in_fields(p.post), post_sw_fields(p.post), post_out_fields(p.post), \
+            out_fields(p)
+        self._pi = {k: fi[k].offset for k in fi}
+        self._ps = {k: fs[k].offset for k in fs}
+        self._xsum_mask = (1 << p.post.xsum_bits) - 1
+        self._sc_mask = (1 << (p.post.lanes * 32)) - 1
+        self._part_mask = (1 << p.post.part_bits) - 1
+        self._pv_mask = (1 << (m.n_out * 32)) - 1
+        self._po_dst, self._po_ovf = fo["dst"].offset, fo["ovf"].offset
+        self._o_ovf = of["ovf"].offset
+        self._xb, self._xn = m.x_bits, m.n_in
+        self.perr = 0
+
+    def _xsum(self, tile: int) -> int:
+        """Sum of the input tile's n_in signed x_bits elements (WR_INP, ``post``)."""
+        xb, half, full = self._xb, 1 << (self._xb - 1), 1 << self._xb
+        tot = 0
+        for i in range(self._xn):
+            v = (tile >> (i * xb)) & (full - 1)
+            tot += v - full if v >= half else v
+        return tot
 
     # --- state ----------------------------------------------------------------------------
     def reset(self, power_up: bool = False) -> None:
@@ -135,8 +188,19 @@ class ChannelModel:
         self.cycle = 0
         for mm in self.macros:
             mm.reset(power_up=power_up)
+        if self.dram:
+            self.backend.reset(power_up=power_up)
         if power_up:
             self._gbuf = [0] * p.n_gbuf
+        if self.posts is not None:          # the stages (their SC / FMT survive rst)
+            for pm in self.posts:
+                pm.reset(power_up=power_up)
+            if power_up or not hasattr(self, "_gxs"):
+                self._gxs, self._gxsum = [0] * p.n_gbuf, [0] * p.n_gbuf   # kept like GBuf
+            self._pside = [deque() for _ in range(p.n_banks)]   # (set, acc, xs, xsum) per MAC
+            self._pq = [deque() for _ in range(p.n_banks)]      # seq of MACs in the stage
+            self._obuf_ovf = [[0] * m.n_acc for _ in range(p.n_banks)]
+            self.perr = 0
         self._ioq, self._cq = deque(), deque()
         self._nseq = 0
         self._done = [1] * self._W
@@ -155,7 +219,8 @@ class ChannelModel:
 
     def state(self) -> dict:
         """Snapshot of all architectural state (copies).  Queue entries as in the module doc,
-        converted to dicts; ``macros`` holds each bank's :meth:`MacroModel.state`."""
+        converted to dicts; ``macros`` holds each bank's :meth:`MacroModel.state` (a DRAM
+        channel: no ``macros``, ``dram`` = :meth:`model.dram_backend.DramBackend.state`)."""
         names = ("op", "bank", "set", "row", "g", "o", "acc", "data", "seq")
         ab = self.params.all_bank
 
@@ -165,7 +230,7 @@ class ChannelModel:
             if ab:
                 d["ab"] = e[10]
             return d
-        return {
+        st = {
             "cycle": self.cycle,
             "ioq": [ent(e) for e in self._ioq], "cq": [ent(e) for e in self._cq],
             "nseq": self._nseq, "done": list(self._done),
@@ -178,6 +243,16 @@ class ChannelModel:
             "out_valid": self._out_valid, "out_payload": self._out_payload,
             "macros": [mm.state() for mm in self.macros],
         }
+        if self.dram:
+            del st["macros"]
+            st["dram"] = self.backend.state()
+        if self.posts is not None:          # ChannelParams.post
+            st["post"] = {"stages": [pm.state() for pm in self.posts],
+                          "pside": [list(q) for q in self._pside],
+                          "pq": [list(q) for q in self._pq], "xs": list(self._gxs),
+                          "xsum": list(self._gxsum),
+                          "obuf_ovf": [list(r) for r in self._obuf_ovf]}
+        return st
 
     # --- outputs that depend only on the registers (the module's dispatcher needs them
     # before it decides what to drive) ----------------------------------------------------
@@ -190,7 +265,9 @@ class ChannelModel:
         return int(self._out_valid)
 
     def peek_idle(self) -> int:
-        return int(not self._ioq and not self._cq and not any(self._macq))
+        return int(not self._ioq and not self._cq and not any(self._macq)
+                   and not (self.dram and self.backend.n_pending)
+                   and not (self.posts is not None and any(self._pq)))
 
     # --- one cycle ------------------------------------------------------------------------
     def _ready(self, e, out_valid, out_ready):
@@ -199,6 +276,13 @@ class ChannelModel:
         for v, s in e[9]:
             if v and not done[s]:
                 return False
+        if self.dram:       # in order: quiet = every issued command done
+            if not self.params.dcs and (e[8] != self._iss or self.backend.n_pending
+                                        or any(self._macq)):
+                return False
+            if e[0] == _MAC:
+                return self.backend.can_mac(e)
+            return self.backend.can_io(e, not out_valid or bool(out_ready))
         if not self.params.dcs and (e[8] != self._iss or self._inflight):
             return False
         op = e[0]
@@ -254,23 +338,38 @@ class ChannelModel:
         tq = cq if op == _MAC else ioq
         cmd_ready = 1 if (len(tq) < self._Q and done[nseq]) else 0
         out_valid, out_payload = self._out_valid, self._out_payload
-        idle = 1 if not ioq and not cq and not any(macq) else 0
+        be = self.backend
+        idle = 1 if not ioq and not cq and not any(macq) and not (be and be.n_pending) else 0
+        posts = self.posts
+        if posts is not None and any(self._pq):
+            idle = 0
 
         # --- issue decisions (state at t)
         io_h = ioq[0] if ioq and self._ready(ioq[0], out_valid, out_ready) else None
-        c_h = cq[0] if cq and self._ready(cq[0], out_valid, out_ready) else None
+        if be is not None and io_h is not None and io_h[0] == _WR_W:
+            c_h = None              # no MAC issues in a WR_W's cycle (docs/dram_channel.md)
+        else:
+            c_h = cq[0] if cq and self._ready(cq[0], out_valid, out_ready) else None
 
-        # --- drive the macros, collect their outputs (this cycle) and step them
+        # --- drive the macros (DRAM: the back-end's banks), collect their outputs (this
+        # cycle) and step them
         B = p.n_banks
         busy = err = 0
         results = []
         wr_b = io_h[1] if io_h is not None and io_h[0] == _WR_W else -1
+        sw_b = -1
+        if posts is not None and wr_b >= 0 and io_h[11][0]:
+            sw_b, wr_b = wr_b, -1           # WR_SCALE: the stage's sw, not the macro's wr
         mac_b, mac_all, mac_p = -1, False, 0
-        if c_h is not None:
+        if be is not None:
+            busy, err, results = be.cycle(self._gbuf)
+            mac_all = c_h is not None and bool(c_h[10])
+        elif c_h is not None:
             mac_b, mac_all = c_h[1], bool(c_h[10])
             mac_p = ((self._gbuf[c_h[4]] & self._xmask) | (c_h[2] << self._r_set)
-                     | (c_h[6] << self._r_acc) | (c_h[5] << self._r_dst))
-        for b in range(B):
+                     | ((0 if posts is not None else c_h[6]) << self._r_acc)
+                     | (c_h[5] << self._r_dst))        # post: the stage accumulates
+        for b in range(0 if be is not None else B):
             wv = wp = rv = rp = 0
             if b == wr_b:
                 wv = 1
@@ -284,6 +383,9 @@ class ChannelModel:
             err |= o.err
             if o.res_valid:
                 results.append((b, o.res_payload))
+        post_outs = None
+        if posts is not None:
+            post_outs = self._post_cycle(io_h, sw_b, results)
         out = ChanOut(cmd_ready, out_valid, out_payload, idle, busy, err)
 
         # --- clock edge.  Dependencies satisfied at t are dropped from queued entries
@@ -307,16 +409,24 @@ class ChannelModel:
         if io_h is not None:
             ioq.popleft()
             hop, seq = io_h[0], io_h[8]
+            if be is not None:      # delayed done bit (be.dones below); RD_OUT: rdend first
+                be.issue_io(io_h, seq)
             if hop == _WR_INP:
                 self._gbuf[io_h[4]] = io_h[7] & self._xmask
+                if posts is not None:       # the tile's exponent code and element sum
+                    self._gxs[io_h[4]] = io_h[11][2]
+                    self._gxsum[io_h[4]] = self._xsum(io_h[7] & self._xmask)
             elif hop == _RD_OUT:
                 b, o_ = io_h[1], io_h[5]
                 self._out_payload = (self._obuf[b][o_] | (b << self._o_bank)
                                      | (o_ << self._o_o))
+                if posts is not None:
+                    self._out_payload |= self._obuf_ovf[b][o_] << self._o_ovf
                 self._out_valid = 1
                 rd_issue = True
-            done[seq] = 1
-            fresh.append(seq)
+            if be is None:
+                done[seq] = 1
+                fresh.append(seq)
             if not p.dcs:
                 self._iss = (self._iss + 1) % self._W
         if not rd_issue and out_valid and out_ready:
@@ -324,23 +434,49 @@ class ChannelModel:
         # compute head
         if c_h is not None:
             cq.popleft()
+            if be is not None:
+                be.issue_mac(c_h)
             if mac_all:             # one id in every bank's macq
                 for q in macq:
                     q.append(c_h[8])
             else:
                 macq[c_h[1]].append(c_h[8])
+            if posts is not None:   # what the stage needs of this MAC (GBuf as at t)
+                g_ = c_h[4]
+                side = (c_h[2], c_h[6], self._gxs[g_], self._gxsum[g_])
+                for b in (range(B) if mac_all else (c_h[1],)):
+                    self._pside[b].append(side)
             if not p.dcs:
                 self._iss = (self._iss + 1) % self._W
-                self._inflight += B if mac_all else 1
+                if be is None:
+                    self._inflight += B if mac_all else 1
         # results (macro outputs of cycle t); an all-bank MAC's B results come in one cycle
         # and set its done bit B times
+        if posts is not None:       # post: a MAC is done when its stage output is in OBuf
+            for b, pv in post_outs:
+                d_ = (pv >> self._po_dst) & self._res_dst_mask
+                self._obuf[b][d_] = pv & self._pv_mask
+                self._obuf_ovf[b][d_] = (pv >> self._po_ovf) & 1
+                s = self._pq[b].popleft()
+                done[s] = 1
+                fresh.append(s)
+                if not p.dcs:
+                    self._inflight -= 1
+            for b, rp in results:   # the macro's result entered the stage
+                self._pside[b].popleft()
+                self._pq[b].append(macq[b].popleft())
+            results = ()
         for b, rp in results:
             self._obuf[b][(rp >> self._res_dst_off) & self._res_dst_mask] = rp & self._ymask
             s = macq[b].popleft()
             done[s] = 1
             fresh.append(s)
-            if not p.dcs:
+            if not p.dcs and be is None:
                 self._inflight -= 1
+        if be is not None:      # delayed done bits of I/O commands and WR_Ws (this edge)
+            for s in be.dones():
+                done[s] = 1
+                fresh.append(s)
         # enqueue (dependency table read at t: no issue/result touches it)
         if cmd_valid and cmd_ready:
             self._enqueue(op, cmd_payload, nseq, tq)
@@ -353,6 +489,9 @@ class ChannelModel:
         g, o, acc, data = (payload >> og) & mg, (payload >> oo) & mo, (payload >> oa) & ma, \
             (payload >> od) & md
         ab = payload >> self._ab_off & 1 if self._ab_off is not None else 0
+        ext = ()
+        if self.posts is not None:          # (sc, fmt, xs): entry field 11
+            ext = (tuple((payload >> off) & mk for off, mk in self._pcf),)
         done = self._done
         def ent(slot):            # only slots whose command is still pending (done at t)
             return [1, slot[1]] if slot[0] and not done[slot[1]] else [0, 0]
@@ -385,9 +524,40 @@ class ChannelModel:
         for tab, i in slots:
             tab[i] = new
         self._holders[seq] = slots
-        tq.append((op, b, s, row, g, o, acc, data, seq, deps, ab))
+        tq.append((op, b, s, row, g, o, acc, data, seq, deps, ab) + ext)
         self._done[seq] = 0
         self._nseq = (seq + 1) % self._W
+
+    def _post_cycle(self, io_h, sw_b, results):
+        """Step the B stages for this cycle (``post``): bank b's ``inp`` is its macro's result
+        (with the MAC's set, acc, xs, xsum from ``_pside[b]``), its ``sw`` the WR_SCALE issuing
+        to it, ``out.ready`` 1.  Sets ``perr`` (OR of the stages' ``err``); returns the
+        [(bank, out payload)] of the stages' output beats of this cycle."""
+        pi, ps = self._pi, self._ps
+        res = dict(results)
+        outs, perr = [], 0
+        for b, pm in enumerate(self.posts):
+            iv = ip = sv = sp = 0
+            if b in res:
+                rp = res[b]
+                st, ac, xs, xsum = self._pside[b][0]
+                iv = 1
+                ip = ((rp & self._ymask) | (((rp >> self._res_dst_off) & self._res_dst_mask)
+                                            << pi["dst"])
+                      | (st << pi["set"]) | (ac << pi["acc"]) | (xs << pi["xs"])
+                      | ((xsum & self._xsum_mask) << pi["xsum"]))
+            if b == sw_b:
+                sv = 1
+                sp = ((io_h[7] & self._sc_mask) | ((io_h[3] & self._part_mask) << ps["part"])
+                      | (io_h[2] << ps["set"]) | (io_h[11][1] << ps["fmt"]))
+            o = pm.step(iv, ip, sv, sp, 1)
+            if iv and not o.inp_ready:       # cannot happen with chunks <= x_bits
+                raise RuntimeError(f"ChannelModel: bank {b}'s stage not ready for a result")
+            perr |= o.err
+            if o.out_valid:
+                outs.append((b, o.out_payload))
+        self.perr = perr
+        return outs
 
     # --- driver ---------------------------------------------------------------------------
     def run(self, cmds, out_ready_p: float = 1.0, seed: int = 0, *, power_up: bool = True,

@@ -159,6 +159,11 @@ class DramBankModel:
         op, row, col = self._decode(payload)
         return self._ready(op, self._code(op, row, col))
 
+    def peek_refresh(self) -> tuple[int, int]:
+        """(``ref_pend``, ``refreshing``) outputs of the current cycle (pure: registers only),
+        for a channel that decides before stepping the bank."""
+        return self._ref_pend, int(self._c[_CREF] != 0)
+
     def _load(self, idx, vals) -> None:
         c = self._c
         for i, v in zip(idx, vals, strict=True):

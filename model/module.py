@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from model.channel import ChannelModel
 from model.hostcmd import HostCmd
+from model.module_sm import SmHub
 from model.interface import check_inputs
 from spec.isa import HostOp, LoopMode, ModuleParams, host_fields, mod_out_fields
 from spec.params import check_int, check_word, width
@@ -35,11 +36,16 @@ from model.stimulus import TAIL, check_program, ready_at, ready_threshold
 
 __all__ = ["ModuleModel", "ModOut", "ModuleRun"]
 
-ModOut = namedtuple("ModOut", "out_valid out_payload err ovf err_count idle busy host_ready")
+ModOut = namedtuple("ModOut", "out_valid out_payload err ovf err_count idle busy host_ready "
+                              "sm_valid sm_payload sm_err perr perr_ch",
+                   defaults=(0, 0, 0, 0, 0))
 ModOut.__doc__ = """Outputs of the module during one cycle (before the clock edge).
 ``host_ready``: the host port's ready (FIFO not full at the start of the cycle) with
 ``ModuleParams.host_ready``; constant 1 without it (the port has no ready: it always takes a
-push, and drops it if the FIFO is full)."""
+push, and drops it if the FIFO is full).  ``sm_valid``, ``sm_payload``, ``sm_err``: the
+``sm_res`` stream and the ``sm_err`` output (``ModuleParams.softmax``; 0 without it).
+``perr``, ``perr_ch``: with ``channel.post``, the OR of the channels' ``perr`` (a WR_SCALE's
+PostErr) and the channels whose ``perr`` is non-zero (bit c), in this cycle; 0 without it."""
 
 _NONE, _CAPTURE, _REPLAY = LoopMode.NONE, LoopMode.CAPTURE, LoopMode.REPLAY
 _ERR_MAX = (1 << 16) - 1
@@ -49,6 +55,9 @@ _TRIP_MASK = (1 << 17) - 1
 _MAP, _UNMAP, _SET_TOK, _LOOP, _BARRIER = (int(HostOp.MAP), int(HostOp.UNMAP),
                                            int(HostOp.SET_TOK), int(HostOp.LOOP),
                                            int(HostOp.BARRIER))
+_SM_CFG, _SM_ABORT, _RD_OUT, _RD_SM, _WR_PROB = (int(HostOp.SM_CFG), int(HostOp.SM_ABORT),
+                                                 int(HostOp.RD_OUT), int(HostOp.RD_SM),
+                                                 int(HostOp.WR_PROB))
 
 
 @dataclass
@@ -69,6 +78,7 @@ class ModuleRun:
     chan_errs    (cycle, channel, code): non-zero channel ``err`` outputs (never expected)
     status       "ok", "deadlock" (no progress for stall_limit cycles) or "timeout"
     host_stalls  cycles in which a command was offered and ``host_ready`` was 0
+    perrs        (cycle, perr, perr_ch): cycles with a non-zero ``perr`` (channel.post)
     """
     params: ModuleParams
     cycles: int
@@ -83,6 +93,9 @@ class ModuleRun:
     status: str = "ok"
     err_count: int = 0
     host_stalls: int = 0
+    sm_res: list = field(default_factory=list, repr=False)   # (cycle, payload) of sm_res
+    sm_errs: list = field(default_factory=list)               # (cycle, code) of sm_err
+    perrs: list = field(default_factory=list)    # (cycle, perr, perr_ch) (channel.post)
 
     @property
     def utilisation(self) -> float:
@@ -97,10 +110,11 @@ class ModuleModel:
     """Cycle-exact model of one PIM module (ports and behaviour as in docs/module.md).
 
     ``inputs``: names and widths (bits) of :meth:`step`'s arguments (a
-    :class:`model.interface.GoldenModel`).
+    :class:`model.interface.GoldenModel`; ``sm_ready``, the ``sm_res`` stream's ready, only
+    with ``softmax``).  ``sm_table``: a (deliberately wrong) exp table for the softmax unit.
     """
 
-    def __init__(self, params: ModuleParams):
+    def __init__(self, params: ModuleParams, sm_table=None):
         if not isinstance(params, ModuleParams):
             raise ValueError(f"ModuleModel: params={params!r} is not a ModuleParams")
         p = self.params = params
@@ -109,10 +123,14 @@ class ModuleModel:
         self._hc = HostCmd(p)
         self._hbits = width(host_fields(p))
         self.inputs = (("host_valid", 1), ("host_cmd", self._hbits), ("out_ready", 1))
+        self._sm = SmHub(p, table=sm_table) if p.softmax else None
+        if self._sm is not None:
+            self.inputs += (("sm_ready", 1),)
         self._chan_off = mod_out_fields(p)["chan"].offset
         self._V, self._R, self._F, self._L = p.n_vpages, p.n_req, p.fifo_depth, p.loop_len
         self._C, self._B = p.n_ch, cp.n_banks
         self._hr = p.host_ready
+        self._post = p.post
         self.reset()
 
     # --- state ----------------------------------------------------------------------------
@@ -124,6 +142,8 @@ class ModuleModel:
         self.consumed = 0             # commands consumed since reset (statistics, not a register)
         for ch in self.channels:
             ch.reset(power_up=power_up)
+        if self._sm is not None:
+            self._sm.reset(power_up=power_up)
         self._fifo = deque()
         self._pt = [(0, 0, 0)] * self._V
         self._tok = [0] * self._R
@@ -160,16 +180,17 @@ class ModuleModel:
     def idle(self) -> int:
         """The ``idle`` output of the current cycle (pure)."""
         return int(not self._fifo and self._mode == _NONE and not self._out_valid
-                   and all(ch.peek_idle() and not ch.peek_out_valid() for ch in self.channels))
+                   and all(ch.peek_idle() and not ch.peek_out_valid() for ch in self.channels)
+                   and (self._sm is None or self._sm.idle))
 
     def check(self, f: dict, replay: bool) -> int:
         """Validation of docs/module.md (checks 1-5) of decoded command ``f`` whose ``vp``/``o``
         are already offset, against the current page table; returns the ModErr code
         (0 = passes).  Pure (:meth:`model.hostcmd.HostCmd.check`)."""
-        return self._hc.check(f, replay, self._pt)
+        return self._hc.check(f, replay, self._pt, self._tok)
 
     # --- one cycle ------------------------------------------------------------------------
-    def step(self, host_valid: int, host_cmd: int, out_ready: int) -> ModOut:
+    def step(self, host_valid: int, host_cmd: int, out_ready: int, sm_ready: int = 1) -> ModOut:
         """Outputs of this cycle for these inputs, then the clock edge ending the cycle.
 
         Every input is an unsigned int of its port's width (``inputs``; valid/ready 0 or 1,
@@ -183,20 +204,27 @@ class ModuleModel:
                   and not (host_cmd >> self._hbits | (host_valid | out_ready) >> 1))
         except TypeError:
             ok = False
+        if self._sm is not None:
+            ok = ok and sm_ready in (0, 1)
         if not ok:
-            host_valid, host_cmd, out_ready = check_inputs(
-                self.inputs, (host_valid, host_cmd, out_ready))
-        return self._step(host_valid, host_cmd, out_ready)
+            args = (host_valid, host_cmd, out_ready) + ((sm_ready,) if self._sm else ())
+            host_valid, host_cmd, out_ready, *rest = check_inputs(self.inputs, args)
+            sm_ready = rest[0] if rest else 1
+        return self._step(host_valid, host_cmd, out_ready, sm_ready)
 
-    def _step(self, host_valid: int, host_cmd: int, out_ready: int) -> ModOut:
+    def _step(self, host_valid: int, host_cmd: int, out_ready: int,
+              sm_ready: int = 1) -> ModOut:
         """:meth:`step` without the input check (callers that build valid inputs)."""
         chans, C = self.channels, self._C
+        sm = self._sm
         fifo = self._fifo
         mode = self._mode
         out_valid, out_payload = self._out_valid, self._out_payload
         ch_idle = [ch.peek_idle() for ch in chans]
         idle = int(not fifo and mode == _NONE and all(ch_idle) and not out_valid
-                   and not any(ch.peek_out_valid() for ch in chans))
+                   and not any(ch.peek_out_valid() for ch in chans)
+                   and (sm is None or sm.idle))
+        sm_cmd = None                 # the unit command offered in this cycle
 
         # ---- dispatch decision (registers at t)
         # action: None (nothing consumed) | "cap" | "rej" | "exec"
@@ -213,7 +241,7 @@ class ModuleModel:
             elif fifo:
                 f = hc.fields(fifo[0])
             if f is not None:
-                code = hc.check(f, mode == _REPLAY, self._pt)
+                code = hc.check(f, mode == _REPLAY, self._pt, self._tok)
                 op = f["op"]
                 if code:
                     action = "rej"
@@ -223,8 +251,15 @@ class ModuleModel:
                 elif op in hc.ch_ops:
                     cop = hc.chan_op(op)
                     cm = f["chmask"]
-                    if all(chans[c].peek_cmd_ready(cop) for c in range(C) if cm >> c & 1):
+                    if all(chans[c].peek_cmd_ready(cop) for c in range(C) if cm >> c & 1) \
+                            and (sm is None or sm.may_dispatch(op, cm)):
+                        if op == _WR_PROB:
+                            f["data"] = sm.tile_data()
                         action, ch_valid, ch_cmds = "exec", cm, hc.chan_cmds(f, self._pt)
+                elif sm is not None and op in (_SM_CFG, _SM_ABORT):
+                    sm_cmd = sm.cmd_word(f, self._tok)      # offered; consumed if taken
+                    if sm.cmd_ready(sm_cmd):
+                        action = "exec"
                 else:
                     action = "exec"
 
@@ -232,26 +267,50 @@ class ModuleModel:
         take = -1
         if not out_valid or out_ready:
             for c in range(C):
-                if chans[c].peek_out_valid():
+                if chans[c].peek_out_valid() and (sm is None or not sm.dest(c)):
                     take = c
                     break
+        src = sm_take = -1            # the channel whose beat goes to the unit (if taken)
+        if sm is not None:
+            src = sm.in_source(chans)
+            if src >= 0 and sm.unit.peek_in_ready():
+                sm_take = src
 
         # ---- step the channels (their outputs of this cycle, then their edge)
         busy, nb = 0, self._B
         ch_out = []
         for c, ch in enumerate(chans):
             v = ch_valid >> c & 1
-            o = ch._step(v, ch_cmds[c] if v else 0, int(c == take))
+            o = ch._step(v, ch_cmds[c] if v else 0, int(c == take or c == sm_take))
             busy |= o.busy << (c * nb)
             ch_out.append(o)
             # the peeks must agree with the channel's own outputs
             assert o.idle == ch_idle[c] and (not v or o.cmd_ready) \
                 and (c != take or o.out_valid), f"channel {c} peek mismatch at {self.cycle}"
         self.last_chan_outs = ch_out
+        perr = perr_ch = 0
+        if self._post:              # the channels' PostErr of this cycle (channel.post)
+            for c, ch in enumerate(chans):
+                perr |= ch.perr
+                perr_ch |= int(ch.perr != 0) << c
         room = len(fifo) < self._F            # at t, before this cycle's pop
         host_ready = int(room) if self._hr else 1
-        out = ModOut(out_valid, out_payload, self._err, self._ovf, self._err_count, idle, busy,
-                     host_ready)
+        if sm is not None:
+            wr_prob = action == "exec" and f["op"] == _WR_PROB
+            so = sm.step(sm_cmd is not None, sm_cmd or 0, src, ch_out, wr_prob, sm_ready)
+            assert (sm_cmd is None or so.cmd_ready == (action == "exec")) \
+                and (src < 0 or so.in_ready == (sm_take >= 0)), "unit peek mismatch"
+            out = ModOut(out_valid, out_payload, self._err, self._ovf, self._err_count, idle,
+                         busy, host_ready, so.res_valid, so.res_payload, so.in_err)
+            # destination FIFOs: beats taken in this cycle, RD_OUT / RD_SM dispatched
+            pushes = []
+            if ch_valid and f["op"] in (_RD_OUT, _RD_SM):
+                d = int(f["op"] == _RD_SM)
+                pushes = [(c, d) for c in range(C) if ch_valid >> c & 1]
+            sm.edge(pushes, [c for c in (take, sm_take) if c >= 0])
+        else:
+            out = ModOut(out_valid, out_payload, self._err, self._ovf, self._err_count, idle,
+                         busy, host_ready, 0, 0, 0, perr, perr_ch)
 
         # ---- clock edge
         dropped = 0
@@ -332,6 +391,7 @@ class ModuleModel:
         nbits = self._C * self._B
         busy_cycles = [0] * nbits
         outs, out_cycles, errs, ovfs, dropped, push_cycles, chan_errs = [], [], [], [], [], [], []
+        sm_res, sm_errs, perrs = [], [], []
         n = len(cmds)
         i, t_next = 0, (cmds[0][1] if n else 0)    # command i offered from cycle t_next
         stalls = 0
@@ -344,7 +404,7 @@ class ModuleModel:
             hv = 0
             if i < n and c >= t_next:
                 hv, word = 1, cmds[i][0]
-            o = step(hv, word if hv else 0, rr)
+            o = step(hv, word if hv else 0, rr, rr)         # sm_res.ready = out.ready
             if hv and not o.host_ready:         # held (host_ready only): offered again
                 hv = 0
                 stalls += 1
@@ -358,6 +418,13 @@ class ModuleModel:
                 outs.append(o.out_payload)
                 out_cycles.append(c)
                 last_prog = c
+            if o.sm_valid and rr:
+                sm_res.append((c, o.sm_payload))
+                last_prog = c
+            if o.sm_err:
+                sm_errs.append((c, o.sm_err))
+            if o.perr:
+                perrs.append((c, o.perr, o.perr_ch))
             bz = o.busy
             if bz:
                 last_prog = c
@@ -388,4 +455,5 @@ class ModuleModel:
                 break
             c += 1
         return ModuleRun(self.params, c + 1, outs, out_cycles, errs, ovfs, dropped, push_cycles,
-                         busy_cycles, chan_errs, status, self._err_count, stalls)
+                         busy_cycles, chan_errs, status, self._err_count, stalls, sm_res,
+                         sm_errs, perrs)

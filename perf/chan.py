@@ -2,30 +2,31 @@
 sequence window and the bank timing of one channel, without data (docs/channel.md), and the
 DRAM-PIM bank and channel timing rules of its DRAM back-end (docs/perf.md).
 
-DRAM rules (GDDR6-AiM constants, :class:`perf.params.DramTiming`; the timing rules of
-arkhadem/aim_simulator ``src/dram/impl/GDDR6.cpp``, the simulator CENT runs on):
+DRAM rules: the scheduler of docs/dram_channel.md, cycle for cycle (every DRAM command's cycle
+is fixed when its channel command issues; the channel-level rules after the AiM simulator CENT
+runs on, arkhadem/aim_simulator ``src/dram/impl/GDDR6.cpp``; constants
+:class:`perf.params.DramTiming`):
 
-* a single-bank MAC streams its page's ``ncol`` columns ``tCCDL`` apart; a row miss
-  precharges (``tRAS`` after the bank's ACT, ``tRTP`` after its last column), activates ``tRP``
-  later, no sooner than ``tRRD`` after the channel's previous ACT, ``tFAW`` after its fourth
-  previous one and ``tRC`` after the bank's previous ACT, and starts its columns ``tRCDRDMAC``
-  after the ACT;
-* **column bus**: column commands of one channel share its command bus, one per ``tCCDS``
-  (GDDR6.cpp: MAC <-> MAC/MAC16/RD commands ``nCCDS`` apart at the channel level): a MAC's
-  columns occupy it from its first column to ``tCCDS`` after its last, so single-bank MACs on
-  different banks stream one after the other, never at once (exact for tCCDS = tCCDL, the AiM
-  values; a bound when tCCDS < tCCDL, where two banks could interleave their columns);
+* a single-bank MAC streams its row's ``ncol`` = C columns ``tCCDL`` apart; a row miss
+  precharges an open bank (``tRAS`` after its ACT, ``tRTP`` after its last column) and
+  activates ``tRP`` after its PRE (``t + 1`` at the earliest), by the **ACT rule**: no sooner
+  than ``tRRD`` after the channel's previous ACT, ``tFAW`` after its fourth previous one (an
+  all-bank ACT counts once) and ``tRC`` after the bank's previous ACT; its columns start
+  ``tRCDRDMAC`` after the ACT; the result is visible two cycles after the last column;
+* **column bus**: column commands of one channel share its command bus: a MAC's columns
+  occupy it from its first column to ``tCCDS`` after its last (an all-bank MAC's to ``tCCDL``
+  after), a WR_W's WR one ``tCCDS`` slot, a RD_OUT ``nR`` cycles (``rd_end``), so streams on
+  different banks run one after the other (GDDR6.cpp: MAC <-> MAC/MAC16/RD ``nCCDS``);
 * **all-bank MAC** (MAC_AB, AiM's MAC_ABK = ACT16 + MAC16 columns): every bank on the same
-  row in lockstep.  A row miss precharges every open bank (the latest of their tRAS / tRTP),
-  then ONE all-bank activation (ACT16) opens the row in every bank: it counts as one ACT in
-  the channel's tRRD and tFAW windows (one command on the bus; GDDR6.cpp applies nRRDL between
-  ACT16 and any ACT and no nFAW at all: "nFAW (not used)", its FAW rule is commented out) and
-  waits tRC after every bank's previous ACT (GDDR6.cpp: ACT16 <-> ACT nRC at the channel
-  level).  Then ``ncol`` MAC16 columns ``tCCDL`` apart on all banks at once; the column bus is
-  busy until ``tCCDL`` after the last one;
-* RD_OUT reads the MAC result registers (``RDMAC16``: nCLREG + nBL, nCLREG = 0): one column
-  slot per burst on the column bus (GDDR6.cpp: RDMAC16 <-> MAC16 ``nCCDL``), so it issues
-  only in a gap of the column bus; WR_INP/WR_W/RD_OUT share the channel's I/O data bus.
+  row in lockstep; a miss precharges every open bank and ONE all-bank ACT opens the row in
+  every bank (one entry of the tRRD / tFAW window, tRC after every bank's previous ACT);
+* **WR_W** (one column burst): PRE if open, ACT, the WR in a column-bus slot ``tRCDWR`` after
+  the ACT, PRE at ``max(ACT + tRAS, WR + tCWL + tBL + tWR)``; done (and the bank free) the
+  cycle after that PRE;
+* RD_OUT reads the MAC result registers (``RDMAC16``: nCLREG + nBL, nCLREG = 0): it issues
+  only in a gap of the column bus; WR_INP / WR_W / RD_OUT share the channel's I/O data bus;
+* refresh (``SimParams.refresh = "exact"``): :func:`dram_refresh` and the look-ahead / gate
+  of perf/sim.py (docs/dram_channel.md "Refresh").
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ from collections import deque
 from perf.params import SimParams
 from spec.isa import HostOp, seq_window
 
-__all__ = ["INF", "Cell", "Chan", "enqueue", "dram_mac", "dram_mac_ab", "dram_wr_act"]
+__all__ = ["INF", "Cell", "Chan", "enqueue", "dram_mac", "dram_mac_ab", "dram_wr_w",
+           "dram_refresh"]
 
 INF = 1 << 62
 _WR_INP, _WR_W, _MAC, _RD_OUT = (int(HostOp.WR_INP), int(HostOp.WR_W), int(HostOp.MAC),
@@ -66,8 +68,12 @@ class Chan:
         self.out_valid = 0
         self.io_ready = 0                        # DRAM: I/O data bus free from this cycle
         self.open_row = [None] * B               # DRAM: open row per bank
-        self.t_act = [-INF] * B
-        self.last_col = [-INF] * B
+        self.t_act = [-INF] * B                  # DRAM: A[b], the bank's last ACT
+        self.t_pre = [-INF] * B                  # DRAM: P[b], the bank's last PRE
+        self.last_col = [-INF] * B               # DRAM: Lc[b], its last column MAC
+        self.ref_start = [-INF] * B              # DRAM: the bank's last refresh start
+        self.gate_open = 0                       # DRAM (refresh "exact"): the refresh gate
+        #                                          is closed from a request until this cycle
         self.acts = deque(maxlen=4)              # DRAM: last four ACT cycles of the channel
         self.col_lo = -INF                       # DRAM column bus: latest MAC stream's first
         self.col_hi = -INF                       # column, its end (next column from here),
@@ -138,44 +144,71 @@ def enqueue(ch: Chan, op, b, s, g, o, t, B):
     ch.n += 1
 
 
-def _activate(ch: Chan, d, b, t, ta):
-    """Earliest ACT cycle >= ta for bank ``b`` (``b`` = -1: ACT16 of every bank) in cycle t:
-    tRRD after the channel's previous ACT, tFAW after its fourth previous, tRC after the
-    bank's previous ACT."""
+def _act_at(ch: Chan, d, b, ta):
+    """The ACT rule (docs/dram_channel.md): the ACT of bank ``b`` (``b`` = -1: the all-bank
+    ACT of every bank) wanted from cycle ``ta`` is placed at the latest of ``ta``, tRRD after
+    the channel's previous ACT, tFAW after its fourth previous and tRC after the bank's (every
+    bank's) previous ACT.  No side effect (the caller appends it to ``acts`` and sets ``t_act``)."""
     acts = ch.acts
     if acts:
         ta = max(ta, acts[-1] + d.RRDS)
         if len(acts) == 4:
             ta = max(ta, acts[0] + d.FAW)
-    ta = max(ta, (ch.t_act[0] if b < 0 and ch.sync else max(ch.t_act) if b < 0
-                  else ch.t_act[b]) + d.RC)
-    acts.append(ta)
-    return ta
+    return max(ta, (ch.t_act[0] if b < 0 and ch.sync else max(ch.t_act) if b < 0
+                    else ch.t_act[b]) + d.RC)
 
 
-def dram_wr_act(sim, ch: Chan, b, t):
-    """The row activation of a WR_W on DRAM bank ``b`` in cycle t (tRRD, tFAW, tRC, as a
-    MAC's; the bank is precharged: t >= bank_ready); the row is left closed.  Returns the ACT
-    cycle."""
-    ta = _activate(ch, sim.sp.dram, b, t, t)
+def _miss_pre(ch: Chan, d, b, t):
+    """Row miss of bank ``b`` at issue cycle t: (PRE cycle or None if the bank is closed, the
+    earliest cycle of the ACT that follows)."""
+    if ch.open_row[b] is not None:
+        p = max(t + 1, ch.t_act[b] + d.RAS, ch.last_col[b] + d.RTP)
+        return p, p + d.RP
+    return None, max(t + 1, ch.t_pre[b] + d.RP)
+
+
+def dram_wr_w(sim, ch: Chan, b, t, nb=1, tlim=INF):
+    """Issue a WR_W of ``nb`` column bursts on DRAM bank ``b`` in cycle t (docs/dram_channel.md,
+    one burst; ``nb`` > 1 bursts tCCDL apart): PRE if open, ACT (ACT rule), the WRs in a slot
+    of the column bus, PRE after tRAS and the write recovery; the row is left closed.  Returns
+    the cycle its done is visible (p + 1), or None without any effect if the ACT would be at
+    or after ``tlim`` (the refresh look-ahead)."""
+    d = sim.sp.dram
+    _, ta = _miss_pre(ch, d, b, t)         # the PRE of an open row: P[b] is set to p below
+    ta = _act_at(ch, d, b, ta)
+    if ta >= tlim:
+        return None
+    ch.acts.append(ta)
     ch.t_act[b] = ta
+    w = max(ta + d.RCDWR, ch.col_hi, ch.rd_end)
+    wl = w + (nb - 1) * d.CCDL
+    ch.col_prev, ch.col_lo, ch.col_hi = ch.col_hi, w, wl + d.CCDS
+    p = max(ta + d.RAS, wl + d.wr_to_pre)
     ch.open_row[b] = None
+    ch.t_pre[b] = p
+    ch.bank_ready[b] = p + 1
+    if p + 1 > ch.rmax:
+        ch.rmax = p + 1
     ch.sync = False
     sim._stats[sim.ACT] += 1
-    return ta
+    return p + 1
 
 
-def dram_mac(sim, ch: Chan, b, row, t):
-    """Issue a MAC on DRAM bank ``b`` over ``row`` in cycle t (module docstring); returns the
-    cycle its done is visible."""
+def dram_mac(sim, ch: Chan, b, row, t, tlim=INF):
+    """Issue a MAC on DRAM bank ``b`` over ``row`` in cycle t (docs/dram_channel.md); returns
+    the cycle its done is visible (l + 2), or None without any effect if its ACT (a row miss)
+    would be at or after ``tlim`` (the refresh look-ahead)."""
     d = sim.sp.dram
     if ch.open_row[b] == row:
         first = max(t + 1, ch.last_col[b] + d.CCDL)
     else:
-        ta = t + 1
-        if ch.open_row[b] is not None:
-            ta = max(t + 1, ch.t_act[b] + d.RAS, ch.last_col[b] + d.RTP) + d.RP
-        ta = _activate(ch, d, b, t, ta)
+        p, ta = _miss_pre(ch, d, b, t)
+        ta = _act_at(ch, d, b, ta)
+        if ta >= tlim:
+            return None
+        if p is not None:
+            ch.t_pre[b] = p
+        ch.acts.append(ta)
         ch.t_act[b] = ta
         ch.open_row[b] = row
         sim._stats[sim.ACT] += 1
@@ -188,12 +221,13 @@ def dram_mac(sim, ch: Chan, b, row, t):
     if last > ch.rmax:
         ch.rmax = last
     ch.sync = False
-    return last + d.CCDL + 1
+    return last + 2
 
 
-def dram_mac_ab(sim, ch: Chan, row, t):
-    """Issue an all-bank MAC over ``row`` in cycle t (module docstring: PRE of the open banks,
-    one ACT16, MAC16 columns on all banks); returns the cycle its done is visible."""
+def dram_mac_ab(sim, ch: Chan, row, t, tlim=INF):
+    """Issue an all-bank MAC over ``row`` in cycle t (docs/dram_channel.md: PRE of the open
+    banks, one all-bank ACT, the columns on all banks); returns the cycle its done is visible
+    (l + 2), or None without any effect if its ACT would be at or after ``tlim``."""
     d = sim.sp.dram
     orow = ch.open_row
     B = len(orow)
@@ -202,10 +236,23 @@ def dram_mac_ab(sim, ch: Chan, row, t):
         first = max(t + 1, (ch.last_col[0] if sync else max(ch.last_col)) + d.CCDL)
     else:
         ta = t + 1
+        pres = []
         for bb in ((0,) if sync else range(B)):
-            if orow[bb] is not None:
-                ta = max(ta, max(t + 1, ch.t_act[bb] + d.RAS, ch.last_col[bb] + d.RTP) + d.RP)
-        ta = _activate(ch, d, -1, t, ta)
+            p, a = _miss_pre(ch, d, bb, t)
+            if a > ta:
+                ta = a
+            if p is not None:
+                pres.append((bb, p))
+        ta = _act_at(ch, d, -1, ta)
+        if ta >= tlim:
+            return None
+        if sync:
+            if pres:
+                ch.t_pre = [pres[0][1]] * B
+        else:
+            for bb, p in pres:
+                ch.t_pre[bb] = p
+        ch.acts.append(ta)
         ch.t_act = [ta] * B
         ch.open_row = [row] * B
         sim._stats[sim.ACT] += B
@@ -218,4 +265,24 @@ def dram_mac_ab(sim, ch: Chan, row, t):
     ch.bank_ready = [last] * B
     ch.rmax = last
     ch.sync = True
-    return last + d.CCDL + 1
+    return last + 2
+
+
+def dram_refresh(ch: Chan, d, T):
+    """The refresh request of cycle ``T`` = k tREFI (docs/dram_channel.md "Refresh"), applied
+    when the simulation reaches T (no MAC / MAC_AB / WR_W issues from T until the gate opens,
+    so every bank's schedule is final): each open bank is precharged at the first cycle >= T
+    its tRAS / tRTP allow after its last column, each bank starts its refresh when its
+    ``c_act`` is 0 (tRC after its ACT, tRP after its PRE, tRFC after its previous refresh
+    start, and >= T), and the gate opens tRFC after the latest start."""
+    g = T
+    for b in range(len(ch.open_row)):
+        if ch.open_row[b] is not None:
+            ch.t_pre[b] = max(T, ch.t_act[b] + d.RAS, ch.last_col[b] + d.RTP)
+            ch.open_row[b] = None
+        s = max(T, ch.t_act[b] + d.RC, ch.t_pre[b] + d.RP, ch.ref_start[b] + d.RFC)
+        ch.ref_start[b] = s
+        if s + d.RFC > g:
+            g = s + d.RFC
+    ch.gate_open = g
+    ch.sync = False

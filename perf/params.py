@@ -3,9 +3,10 @@ it (:class:`SimParams`) and the DRAM-PIM bank timing of its DRAM back-end (:clas
 the GDDR6-AiM preset :data:`GDDR6_AIM`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from spec.dram import GDDR6_AIM_TIMING as _AIM, DramBankParams
+from spec.dram import DramTiming as _SpecTiming
 from spec.isa import ChannelParams, ModuleParams
 from spec.params import MacroParams
 
@@ -20,7 +21,8 @@ class DramTiming:
     "GDDR6_AiM_timing" preset of arkhadem/aim_simulator ``src/dram/impl/GDDR6.cpp``, the
     simulator CENT runs on).  Only here: ``CLREG``, the latency of a read of the MAC result
     registers (``RDMAC16`` = nCLREG + nBL there, nCLREG = 0), which RD_OUT is (``CL`` is the
-    array's); ``burst_bytes``, the bank's column access (:class:`spec.dram.DramBankParams`)."""
+    array's); ``burst_bytes``, the bank's column access (:class:`spec.dram.DramBankParams`).
+    :meth:`from_spec` converts a :class:`spec.dram.DramTiming` (a DRAM channel's table)."""
     tCK_ns: float = _AIM.tCK_ns
     CL: int = _AIM.tCL
     RCDRD: int = _AIM.tRCDRD
@@ -38,8 +40,23 @@ class DramTiming:
     RFC: int = _AIM.tRFC
     REFI: int = _AIM.tREFI
     RCDRDMAC: int = _AIM.tRCDRDMAC
+    CWL: int = _AIM.tCWL
+    BL: int = _AIM.tBL
     CLREG: int = 0
     burst_bytes: int = DramBankParams.burst_bytes   # one MAC column / one I/O burst, bytes
+
+    @property
+    def wr_to_pre(self) -> int:
+        """Column WR -> PRE of the bank: tCWL + tBL + tWR (spec.dram.DramTiming.wr_to_pre)."""
+        return self.CWL + self.BL + self.WR
+
+    @classmethod
+    def from_spec(cls, t: _SpecTiming, burst_bytes: int = DramBankParams.burst_bytes
+                  ) -> "DramTiming":
+        """The performance model's view of a DRAM channel's table ``t`` (CLREG 0)."""
+        return cls(**{f.name: getattr(t, "t" + f.name) for f in fields(cls)
+                      if f.name not in ("tCK_ns", "CLREG", "burst_bytes")},
+                   tCK_ns=t.tCK_ns, burst_bytes=burst_bytes)
 
 
 GDDR6_AIM = DramTiming()
@@ -65,6 +82,13 @@ class SimParams:
     out_ports          result beats the hub takes per cycle, from the lowest-numbered channels
                        holding one (the RTL module: 1; a hub with one port per channel: n_ch)
     all_bank           channels execute MAC_AB (all-bank MAC, docs/channel.md; AiM's MAC_ABK)
+    refresh            DRAM refresh: "stretch" (default; the closed-form stretch
+                       :attr:`refresh_factor` of the run's time, for long system runs) or
+                       "exact" (docs/dram_channel.md "Refresh": look-ahead, gate, close,
+                       simulated cycle by cycle; disables the periodic extrapolation)
+    wide_inp           tiles per host beat (``ModuleParams.wide_inp``, 1..n_ch): > 1, a multicast
+                       WR_INP (``HCmd.multi``) gives each of up to K masked channels its own
+                       tile in one dispatcher cycle
     """
     n_ch: int = 4
     n_banks: int = 4
@@ -85,6 +109,8 @@ class SimParams:
     clock_ghz: float = 1.0
     out_ports: int = 1
     all_bank: bool = False
+    wide_inp: int = 1
+    refresh: str = "stretch"
 
     def __post_init__(self):
         def bad(name, why):
@@ -107,16 +133,27 @@ class SimParams:
                 bad(name, "must be a bool")
         if not self.clock_ghz > 0:
             bad("clock_ghz", "must be > 0")
+        if self.refresh not in ("stretch", "exact"):
+            bad("refresh", "must be 'stretch' or 'exact'")
+        if type(self.wide_inp) is not int or not 1 <= self.wide_inp <= self.n_ch:
+            bad("wide_inp", f"must be an int in 1..n_ch={self.n_ch}")
 
     @classmethod
-    def from_module(cls, p: ModuleParams) -> "SimParams":
-        """The timing view of an RTL/golden-model module (DIMC back-end)."""
+    def from_module(cls, p: ModuleParams, refresh: str = "exact") -> "SimParams":
+        """The timing view of an RTL/golden-model module: DIMC back-end, or, for a channel with
+        ``bank_kind="dram"``, the DRAM back-end with the channel's timing table and burst
+        (docs/dram_channel.md) at 1/tCK and the given ``refresh`` rule (default "exact", as
+        the RTL refreshes; "stretch" for the closed form)."""
         cp, m = p.channel, p.channel.macro
-        return cls(n_ch=p.n_ch, n_banks=cp.n_banks, n_gbuf=cp.n_gbuf, q_depth=cp.q_depth,
+        kw = {}
+        if getattr(cp, "bank_kind", "dimc") == "dram":
+            kw = dict(backend="dram", dram=DramTiming.from_spec(cp.timing, cp.burst_bytes),
+                      clock_ghz=1.0 / cp.timing.tCK_ns, refresh=refresh)
+        return cls(**kw, n_ch=p.n_ch, n_banks=cp.n_banks, n_gbuf=cp.n_gbuf, q_depth=cp.q_depth,
                    dcs=cp.dcs, all_bank=cp.all_bank, n_in=m.n_in, n_out=m.n_out,
                    x_bits=m.x_bits, w_bits=m.w_bits,
                    tree_stages=m.tree_stages, n_sets=m.n_sets, n_acc=m.n_acc,
-                   fifo_depth=p.fifo_depth, loop_len=p.loop_len)
+                   fifo_depth=p.fifo_depth, loop_len=p.loop_len, wide_inp=p.wide_inp)
 
     def to_module(self, n_vpages: int = 256, n_req: int = 16) -> ModuleParams:
         """The RTL/golden-model module with this timing (DIMC only; ValueError when a size is
@@ -131,7 +168,8 @@ class SimParams:
         cp = ChannelParams(m, n_banks=self.n_banks, n_gbuf=self.n_gbuf, q_depth=self.q_depth,
                            dcs=self.dcs, all_bank=self.all_bank)
         return ModuleParams(cp, n_ch=self.n_ch, n_vpages=n_vpages, n_req=n_req,
-                            fifo_depth=self.fifo_depth, loop_len=self.loop_len)
+                            fifo_depth=self.fifo_depth, loop_len=self.loop_len,
+                            wide_inp=self.wide_inp)
 
     def with_(self, **kw) -> "SimParams":
         return replace(self, **kw)
@@ -155,8 +193,9 @@ class SimParams:
     def refresh_factor(self) -> float:
         """DRAM: all-bank refresh every tREFI makes the banks unavailable for tRFC, after a
         precharge (tRP) and before a re-activation (tRCDRDMAC).  Applied in closed form as a
-        stretch of the run: tREFI / (tREFI - tRFC - tRP - tRCDRDMAC).  DIMC (SRAM): 1."""
-        if self.backend != "dram":
+        stretch of the run: tREFI / (tREFI - tRFC - tRP - tRCDRDMAC).  DIMC (SRAM), and DRAM
+        with ``refresh="exact"`` (the cycles include the refreshes): 1."""
+        if self.backend != "dram" or self.refresh == "exact":
             return 1.0
         d = self.dram
         return d.REFI / (d.REFI - d.RFC - d.RP - d.RCDRDMAC)

@@ -97,7 +97,9 @@ class Setup:
     """A validated point: ``cfg``, ``system`` preset, ``pol`` Policy, ``ctx``, total DRAM
     (-PIM) ``channels``, ``tp`` x ``pp`` ranks of ``n_ch`` channels, ``dimc_ch`` DIMC channels
     per rank (dimc, hybrid), ``batch`` (None: the fit), ``batch_cap``, ``seed``, ``dimc_mm2``
-    (dimc: the SRAM budget, None: the weights' area), ``out_ports``."""
+    (dimc: the SRAM budget, None: the weights' area), ``out_ports``, ``wide_inp`` (tiles per
+    multicast WR_INP host beat of every rank's module), ``dimc_all_bank`` (dimc-whatif: the
+    DIMC rank uses all-bank MACs where the policy does, instead of single-bank only)."""
     cfg: L.ModelConfig
     system: str
     pol: object
@@ -112,6 +114,8 @@ class Setup:
     seed: int
     dimc_mm2: float | None
     out_ports: int | None
+    wide_inp: int = 1
+    dimc_all_bank: bool = False
 
     @property
     def ranks(self) -> int:
@@ -128,7 +132,7 @@ def _pos(name, v, allow_none=True):
 
 def resolve(*, model, system, policy_name=None, context, channels=None, tp=None, pp=None,
             batch=None, batch_cap=None, seed=1, dimc_mm2=None, dimc_channels=None,
-            out_ports=None) -> Setup:
+            out_ports=None, wide_inp=1, dimc_all_bank=False) -> Setup:
     """Check a point's arguments without slow work; ValueError naming the argument and its
     value (the CLI's exit status 2)."""
     cfg = load_model(model)
@@ -172,8 +176,17 @@ def resolve(*, model, system, policy_name=None, context, channels=None, tp=None,
             raise ValueError(f"dimc_channels={dimc_channels} is not a multiple of tp x pp = "
                              f"{tp * pp}")
         dimc_ch = dimc_channels // (tp * pp)
+    # the module of every rank the point builds multicasts at most its channels' tiles
+    wmax = min(n_ch, dimc_ch) if system in ("dimc", "hybrid") else n_ch
+    if isinstance(wide_inp, bool) or not isinstance(wide_inp, int) \
+            or not 1 <= wide_inp <= wmax:
+        raise ValueError(f"wide_inp={wide_inp!r} must be an int in 1..{wmax} (tiles per "
+                         "multicast WR_INP beat: at most the channels of a rank)")
+    if not isinstance(dimc_all_bank, bool) or (dimc_all_bank and system != "dimc-whatif"):
+        raise ValueError(f"dimc_all_bank={dimc_all_bank!r} must be a bool, True only with "
+                         f"system 'dimc-whatif' (system={system!r})")
     return Setup(cfg, system, pol, ctx, channels, tp, pp, n_ch, dimc_ch, batch, batch_cap,
-                 seed, dimc_mm2, out_ports)
+                 seed, dimc_mm2, out_ports, wide_inp, dimc_all_bank)
 
 
 class _NoFit(Exception):
@@ -251,18 +264,20 @@ def _add(acc: dict, d: dict) -> dict:
 
 def run_point(*, model, system, policy=None, context, channels=None, tp=None, pp=None,
               batch=None, batch_cap=None, seed=1, dimc_mm2=None, dimc_channels=None,
-              out_ports=None) -> dict:
+              out_ports=None, wide_inp=1, dimc_all_bank=False) -> dict:
     """One point (see the module docstring); ``status`` "ok" or "does not fit: <why>".
     ValueError naming a bad argument.  Times in s, energy in J per token, area in mm^2."""
     s = resolve(model=model, system=system, policy_name=policy, context=context,
                 channels=channels, tp=tp, pp=pp, batch=batch, batch_cap=batch_cap, seed=seed,
-                dimc_mm2=dimc_mm2, dimc_channels=dimc_channels, out_ports=out_ports)
+                dimc_mm2=dimc_mm2, dimc_channels=dimc_channels, out_ports=out_ports,
+                wide_inp=wide_inp, dimc_all_bank=dimc_all_bank)
     cfg, pol = s.cfg, s.pol
     row = dict(system=system, system_label=LABEL[system], model=cfg.name,
                cls=CLASS.get(cfg.name, "LLM-7B" if cfg.n_params < 30e9 else "LLM-72B"),
                ctx=s.ctx, policy=pol.name, policy_label=pol.label, partition=pol.partition,
                dcs=pol.dcs, alloc=pol.alloc, all_bank=pol.all_bank, blocking=pol.blocking,
-               seed=s.seed, channels=s.channels, ranks=s.ranks,
+               seed=s.seed, channels=s.channels, ranks=s.ranks, wide_inp=s.wide_inp,
+               dimc_all_bank=s.dimc_all_bank,
                tp=s.tp, pp=s.pp, ch_per_rank=s.n_ch,
                dimc_channels=s.dimc_ch * s.ranks if system in ("dimc", "hybrid") else 0)
     t0 = time.time()
@@ -316,8 +331,9 @@ def _finish(cfg, s: Setup, *, fit, b, n, m, cm, stage_pim, dyn_m, static, mac, c
 def _single(cfg, s: Setup) -> dict:
     """aim, pimphony, dimc-whatif: the whole step on one kind of channel."""
     dimc = s.system == "dimc-whatif"
-    sp = (dimc_rank(cfg, s.n_ch, s.pol, out_ports=s.out_ports) if dimc
-          else aim_rank(cfg, s.n_ch, s.pol, s.out_ports))
+    sp = (dimc_rank(cfg, s.n_ch, s.pol, out_ports=s.out_ports, wide_inp=s.wide_inp,
+                    all_bank=s.dimc_all_bank) if dimc
+          else aim_rank(cfg, s.n_ch, s.pol, s.out_ports, wide_inp=s.wide_inp))
     sysm = L.System(sp, s.ranks, s.tp, s.pp, s.system)
     fit, b, n, m, _, cm = _batches(_fit(cfg, sysm, s), s, cfg)
     tc = time.time()
@@ -355,15 +371,16 @@ def _busy_util(parts) -> float:
 def _composed(cfg, s: Setup) -> dict:
     """dimc (c) and hybrid (d): weight GEMVs on the DIMC rank, attention on the DRAM side."""
     hybrid = s.system == "hybrid"
-    probe = dimc_rank(cfg, s.dimc_ch, s.pol)
+    probe = dimc_rank(cfg, s.dimc_ch, s.pol, wide_inp=s.wide_inp)
     w_sets = _weight_sets(cfg, L.System(probe, s.ranks, s.tp, s.pp), s)
     set_bytes = s.dimc_ch * probe.n_banks * DIMC_SET_BYTES        # one set in every channel
-    aim = aim_rank(cfg, s.n_ch, s.pol, s.out_ports)
+    aim = aim_rank(cfg, s.n_ch, s.pol, s.out_ports, wide_inp=s.wide_inp)
     refi_s = aim.dram.REFI * aim.dram.tCK_ns * 1e-9
     chan_bytes = aim.n_banks * aim.n_sets * aim.page_bytes         # 512 MiB per channel
     if hybrid:
         wd = _weight_sets(cfg, L.System(aim, s.ranks, s.tp, s.pp), s)
-        kv_sys = L.System(aim_rank(cfg, s.n_ch, s.pol, s.out_ports, extra_sets=wd),
+        kv_sys = L.System(aim_rank(cfg, s.n_ch, s.pol, s.out_ports, extra_sets=wd,
+                                   wide_inp=s.wide_inp),
                           s.ranks, s.tp, s.pp, "hybrid-dram")
         sram_bytes = w_sets * set_bytes * s.ranks
         area = A.hybrid_area(sram_bytes, s.channels, s.dimc_ch * s.ranks)

@@ -24,7 +24,8 @@ __all__ = ["add_arguments", "run", "config_arg", "constants"]
 PROG = "cimphony perf point"
 _OPT = {"channels": "--channels", "tp": "--tp", "pp": "--pp", "batch": "--batch",
         "context": "--context", "dimc_mm2": "--dimc-mm2", "dimc_channels": "--dimc-channels",
-        "seed": "--seed", "system": "--system", "policy": "--policy", "model": "--config"}
+        "seed": "--seed", "system": "--system", "policy": "--policy", "model": "--config",
+        "wide_inp": "--wide-inp"}
 
 
 def config_arg(text: str) -> str:
@@ -89,6 +90,10 @@ def add_arguments(ap) -> None:
     ap.add_argument("--dimc-channels", dest="pt_dimc_channels", type=positive_int,
                     metavar="N", help="dimc, hybrid: DIMC channels (default: as many as "
                                       "--channels)")
+    ap.add_argument("--wide-inp", dest="pt_wide_inp", type=positive_int, metavar="K",
+                    default=1, help="tiles per multicast WR_INP host beat of every rank's "
+                                    "module (ModuleParams.wide_inp, 1..channels per rank; "
+                                    "default 1: one WR_INP per channel tile)")
     ap.add_argument("--json", dest="pt_json", action="store_true",
                     help="print the point as JSON (with every constant and its source)")
 
@@ -97,7 +102,7 @@ def _kwargs(a) -> dict:
     return dict(model=a.pt_config, system=a.pt_system, policy=a.pt_policy,
                 context=a.pt_context, channels=a.pt_channels, tp=a.pt_tp, pp=a.pt_pp,
                 batch=a.pt_batch, seed=a.pt_seed, dimc_mm2=a.pt_dimc_mm2,
-                dimc_channels=a.pt_dimc_channels)
+                dimc_channels=a.pt_dimc_channels, wide_inp=a.pt_wide_inp)
 
 
 def constants() -> dict:
@@ -140,6 +145,7 @@ def run(a) -> int:
                                      f"({row['batch_fit']})"),
             ("channels, ranks (tp x pp)", f"{row['channels']}, {row['ranks']} ({row['tp']} x "
                                           f"{row['pp']})"),
+            ("wide_inp (tiles per WR_INP beat)", f"{row['wide_inp']}"),
             ("pim_s / host_s / link_s", f"{row['pim_s']:.6g} / {row['host_s']:.6g} / "
                                         f"{row['link_s']:.6g}"),
             ("token_s", f"{row['token_s']:.6g}"),

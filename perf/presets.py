@@ -64,25 +64,30 @@ def default_split(cfg: L.ModelConfig, ranks: int) -> tuple[int, int]:
 
 
 def aim_rank(cfg: L.ModelConfig, n_ch: int, pol, out_ports: int | None = None,
-             extra_sets: int = 0):
+             extra_sets: int = 0, wide_inp: int = 1):
     """One GDDR6-AiM rank of ``n_ch`` channels: the compiler's AiM module
     (``compiler.llm.aim_system``) with ``n_ch`` channels, the policy's controller and MAC
     kind (``pol``: a Policy), one hub port per channel
     (or ``out_ports``) and ``extra_sets`` more rows per bank (capacity the caller accounts
-    for, e.g. the hybrid's weights living elsewhere)."""
+    for, e.g. the hybrid's weights living elsewhere); ``wide_inp`` tiles per multicast
+    WR_INP host beat (1..n_ch; 1: one WR_INP per channel tile)."""
     sp = L.aim_system(cfg).sim
     return sp.with_(n_ch=n_ch, dcs=pol.dcs, all_bank=pol.all_bank, out_ports=out_ports or n_ch,
-                    n_sets=sp.n_sets + extra_sets)
+                    n_sets=sp.n_sets + extra_sets, wide_inp=wide_inp)
 
 
 def dimc_rank(cfg: L.ModelConfig, n_ch: int, pol, n_sets: int | None = None,
-              out_ports: int | None = None):
+              out_ports: int | None = None, wide_inp: int = 1, all_bank: bool = False):
     """One DIMC rank of ``n_ch`` channels (``compiler.llm.dimc_system``'s module: 16 banks of
     64 x 64 INT8 macros at 1 GHz) with ``n_sets`` weight sets per bank (default: the what-if's
     8192 = 32 MiB per bank, 512 MiB per channel), the policy's controller (``pol.dcs``) and
     single-bank MACs whatever the policy: an all-bank MAC is AiM's DRAM-row mechanism (one
     ACT16 for 16 banks); on SRAM macros it only pads the layout to 16-bank stripes (3.2x the
-    weight pages of Llama-3.1-8B on 32 channels x 8 ranks)."""
+    weight pages of Llama-3.1-8B on 32 channels x 8 ranks).  ``wide_inp``: tiles per
+    multicast WR_INP host beat (1..n_ch; ``ModuleParams.wide_inp``).  ``all_bank``: use the
+    policy's all-bank MACs anyway (the what-if of bench/dispatch.py: the padding is paid for
+    the dispatcher's sake)."""
     sp = L.dimc_system(cfg).sim
-    return sp.with_(n_ch=n_ch, dcs=pol.dcs, all_bank=False, out_ports=out_ports or n_ch,
-                    n_sets=n_sets or sp.n_sets)
+    return sp.with_(n_ch=n_ch, dcs=pol.dcs, all_bank=all_bank and pol.all_bank,
+                    out_ports=out_ports or n_ch,
+                    n_sets=n_sets or sp.n_sets, wide_inp=wide_inp)

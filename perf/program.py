@@ -40,12 +40,14 @@ WAIT = 16
 CH_OPS = (int(HostOp.WR_INP), int(HostOp.WR_W), int(HostOp.MAC), int(HostOp.RD_OUT), MAC_AB)
 _WR_INP = int(HostOp.WR_INP)
 _FIELDS = ("op", "chmask", "rid", "vp", "pp", "row", "g", "o", "acc", "n", "per", "vps", "os",
-           "count")
+           "count", "multi")
 
 
 class HCmd(NamedTuple):
     """One host command without data.  ``bank``/``set``: the physical bank and weight set of a
-    channel op's page (-1: resolve ``vp`` through the page table)."""
+    channel op's page (-1: resolve ``vp`` through the page table).  ``multi`` = 1: a multicast
+    WR_INP (a module with ``wide_inp`` K > 1): one host beat carrying one tile per masked
+    channel (at most K of them)."""
     op: int
     chmask: int = 0
     rid: int = 0
@@ -62,6 +64,7 @@ class HCmd(NamedTuple):
     count: int = 0
     bank: int = -1
     set: int = -1
+    multi: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,7 @@ def from_host_words(p: ModuleParams, words) -> list[HCmd]:
     if isinstance(words, (int, str, bytes)) or not hasattr(words, "__iter__"):
         raise ValueError(f"from_host_words: words={words!r:.80} must be a list of host words")
     hf = host_fields(p)
-    sl = {k: (hf[k].offset, (1 << hf[k].width) - 1) for k in _FIELDS}
+    sl = {k: (hf[k].offset, (1 << hf[k].width) - 1) for k in _FIELDS if k in hf}
     out = []
     for w in words:
         w = int(w[0] if isinstance(w, tuple) else w)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import deque
 
 from model.stimulus import TAIL
-from perf.chan import INF, Chan, dram_mac, dram_mac_ab, dram_wr_act, enqueue
+from perf.chan import INF, Chan, dram_mac, dram_mac_ab, dram_refresh, dram_wr_w, enqueue
 from perf.params import GDDR6_AIM, DramTiming, SimParams
 from perf.program import CH_OPS, WAIT, Rep, check_items, shifted
 from perf.program import MAC_AB as _MAC_AB
@@ -63,7 +63,9 @@ class PerfSim:
         if not isinstance(sp, SimParams):
             raise ValueError(f"PerfSim: params={sp!r} is not a SimParams")
         self.sp = sp
-        self.extrapolate = extrapolate
+        # the exact refresh rule is not periodic in a Rep's period: simulated in full
+        self.refresh = sp.backend == "dram" and sp.refresh == "exact"
+        self.extrapolate = extrapolate and not self.refresh
         self.min_rep = min_rep
         d = sp.dram
         self.dram = sp.backend == "dram"
@@ -73,14 +75,17 @@ class PerfSim:
                 return max(1, -(-n_bytes // d.burst_bytes))
             self.ncol = bursts(sp.page_bytes)
             self.mac_busy = self.ncol * d.CCDL
+            # docs/dram_channel.md: nI = ceil(n_in / U) tCCDS, nW = tCCDS per burst (a WR_W
+            # writes n_out x w_bits: one burst when that fits in U), nR = ceil(2 O / U) tCCDS
+            self.wr_bursts = bursts(sp.n_out * sp.w_bits // 8)
             self.io_cost = {_WR_INP: bursts(sp.n_in * sp.x_bits // 8) * d.CCDS,
-                            _WR_W: bursts(sp.n_out * sp.w_bits // 8) * d.CCDS,
+                            _WR_W: self.wr_bursts * d.CCDS,
                             _RD_OUT: bursts(sp.n_out * 2) * d.CCDS}
         else:
             self.mac_busy = X
             self.mac_lat = X + P + 2          # issue -> done visible
         self._rep_masks = {}
-        self.horizon = max(d.RAS, d.RTP, d.FAW, d.RRDS, d.CCDL, d.RC) + 1
+        self.horizon = max(d.RAS, d.RTP, d.FAW, d.RRDS, d.CCDL, d.RC, d.RP) + 1
 
     # --- program walker -------------------------------------------------------------------
     def _fetch(self):
@@ -160,6 +165,8 @@ class PerfSim:
         mac_busy = self.mac_busy
         d = sp.dram
         io_cost = self.io_cost if dram else None
+        refresh = self.refresh
+        self.next_ref = d.REFI if refresh else INF   # next refresh request T_k (module-wide)
         allmask = (1 << C) - 1
         ports = sp.out_ports
         livec = set()                           # channels with a queued command or a held beat
@@ -208,6 +215,14 @@ class PerfSim:
                         cm = h.chmask
                         if cm == 0 or cm > allmask:
                             raise ValueError(f"simulate: chmask={cm:#x} for {C} channels")
+                        if h.multi and (op != _WR_INP or cm.bit_count() > sp.wide_inp):
+                            # a multicast beat: one dispatcher cycle, a tile per masked
+                            # channel (each channel's I/O queue gets its own WR_INP below)
+                            name = HostOp(op).name if op < 10 else "MAC_AB"
+                            raise ValueError(f"simulate: multi=1 {name} chmask={cm:#x} on a "
+                                             f"module with wide_inp="
+                                             f"{sp.wide_inp} (BAD_FIELD: a multicast WR_INP "
+                                             "carries at most wide_inp tiles)")
                         ok = True
                         for c in range(C):
                             if cm >> c & 1:
@@ -231,11 +246,18 @@ class PerfSim:
                     ntake += 1
                     if ntake == ports:
                         break
+            # DRAM refresh ("exact"): requests up to t are applied before any issue in t
+            while t >= self.next_ref:
+                for ch in chans:
+                    dram_refresh(ch, d, self.next_ref)
+                self.next_ref += d.REFI
+            nref = self.next_ref                # Tnext(t): no ACT at or after it issues now
             # channel issue decisions and edge effects
             active = action is not None or ntake or mod_out
             for c in live:
                 ch = chans[c]
                 rd_issue = False
+                wr_issue = False                # DRAM: no MAC issues in a WR_W's cycle
                 if ch.ioq:
                     e = ch.ioq[0]
                     ok = True
@@ -252,7 +274,10 @@ class PerfSim:
                         if t < ch.io_ready:
                             ok = False
                         elif eop == _WR_W:
-                            ok = t >= ch.bank_ready[e[1]]
+                            ok = t >= ch.bank_ready[e[1]] and t >= ch.gate_open
+                            if ok:                  # schedules it, unless the look-ahead
+                                wdone = dram_wr_w(self, ch, e[1], t, self.wr_bursts, nref)
+                                ok = wdone is not None
                         elif eop == _RD_OUT:        # a gap of the column bus
                             ok = t >= ch.col_hi or (t >= ch.col_prev and t + io_cost[eop]
                                                     <= ch.col_lo)
@@ -263,11 +288,8 @@ class PerfSim:
                             cost = io_cost[eop]
                             ch.io_ready = t + cost
                             if eop == _WR_W:
-                                b = e[1]
-                                ta = dram_wr_act(self, ch, b, t)
-                                done = ta + d.RCDWR + cost + d.WR
-                                ch.bank_ready[b] = done + d.RP
-                                ch.rmax = max(ch.rmax, done + d.RP)
+                                done = wdone            # scheduled above (dram_wr_w)
+                                wr_issue = True
                             elif eop == _RD_OUT:
                                 ch.rd_end = t + cost
                                 done = t + cost + d.CLREG
@@ -298,13 +320,18 @@ class PerfSim:
                         ok = False
                     if ok and t < (ch.bank_ready[b] if b >= 0 else ch.rmax):
                         ok = False
+                    if ok and dram:
+                        if wr_issue or t < ch.gate_open:
+                            ok = False
+                        else:                       # schedules it, unless the look-ahead
+                            done = (dram_mac(self, ch, b, e[2], t, nref) if b >= 0
+                                    else dram_mac_ab(self, ch, e[2], t, nref))
+                            ok = done is not None
                     if ok:
                         ch.cq.popleft()
                         active = True
                         if b >= 0:
-                            if dram:
-                                done = dram_mac(self, ch, b, e[2], t)
-                            else:
+                            if not dram:
                                 ch.bank_ready[b] = t + mac_busy
                                 ch.rmax = max(ch.rmax, t + mac_busy)
                                 done = t + self.mac_lat
@@ -312,9 +339,7 @@ class PerfSim:
                             stats[nst + c] += mac_busy
                             stats[_NMAC] += 1
                         else:
-                            if dram:
-                                done = dram_mac_ab(self, ch, e[2], t)
-                            else:
+                            if not dram:
                                 ch.bank_ready = [t + mac_busy] * B
                                 ch.rmax = t + mac_busy
                                 done = t + self.mac_lat
@@ -434,10 +459,12 @@ class PerfSim:
                     lo = max(lo, ch.last_dv)
                 if not isio:
                     lo = max(lo, ch.bank_ready[e[1]] if e[1] >= 0 else ch.rmax)
+                    if dram:            # refresh gate (0 unless refresh "exact"); a head
+                        lo = max(lo, ch.gate_open)  # held by the look-ahead steps to T_k
                 elif dram:
                     lo = max(lo, ch.io_ready)
                     if e[0] == _WR_W:
-                        lo = max(lo, ch.bank_ready[e[1]])
+                        lo = max(lo, ch.bank_ready[e[1]], ch.gate_open)
                     elif e[0] == _RD_OUT and lo < ch.col_hi and not (
                             lo >= ch.col_prev and lo + rd_cost <= ch.col_lo):
                         lo = ch.col_prev if lo < ch.col_prev and ch.col_prev + rd_cost \

@@ -68,6 +68,7 @@ def state_key(sim, f, t, mod_out):
             max(0, ch.last_dv - t), ch.iss - n, ch.out_valid, max(0, ch.io_ready - t),
             tuple(None if r is None else r - ro for r in ch.open_row),
             tuple(max(-hz, x - t) for x in ch.t_act),
+            tuple(max(-hz, x - t) for x in ch.t_pre),
             tuple(max(-hz, x - t) for x in ch.last_col),
             tuple(max(-hz, x - t) for x in ch.acts),
             (max(-hz, ch.col_lo - t), max(-hz, ch.col_hi - t), max(-hz, ch.col_prev - t),

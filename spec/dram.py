@@ -20,7 +20,8 @@ from dataclasses import dataclass, fields as _dc_fields
 from spec.params import Field, _layout, check_fields, check_int, index_bits, is_pow2, pack, unpack
 
 __all__ = ["DramTiming", "GDDR6_AIM_TIMING", "SHORT_TIMING", "DramBankParams", "DramOp",
-           "DramErr", "cmd_fields", "res_fields", "rd_fields", "encode", "decode"]
+           "DramErr", "cmd_fields", "res_fields", "rd_fields", "encode", "decode", "to_bursts",
+           "from_bursts"]
 
 _T_MAX = (1 << 16) - 1          # every timing value is an int in 1.._T_MAX cycles
 
@@ -281,3 +282,38 @@ def encode(p: DramBankParams, op: DramOp, **f: int) -> int:
 def decode(p: DramBankParams, word: int) -> dict[str, int]:
     """Unpack a command word into its fields."""
     return unpack(cmd_fields(p), word)
+
+
+def to_bursts(w, burst_bytes: int) -> list[bytes]:
+    """A page's weights ``w[n_in][n_out]`` (int8 values) in the DRAM bank's burst layout
+    (docs/dram_channel.md, "Parameters and the page layout"): C = n_in x n_out / burst_bytes
+    bursts; byte ``j*K + i`` of burst ``c`` is ``w[c*K + i][j]`` with K = burst_bytes / n_out.
+    ValueError if the shape does not tile into bursts or a value is not int8."""
+    import numpy as np
+    a = np.asarray(w)
+    if a.ndim != 2:
+        raise ValueError(f"to_bursts: w has shape {a.shape}, not (n_in, n_out)")
+    n_in, n_out = a.shape
+    check_int("to_bursts: burst_bytes", burst_bytes, 1, 1 << 12)
+    if burst_bytes % n_out or (n_in * n_out) % burst_bytes:
+        raise ValueError(f"to_bursts: burst_bytes={burst_bytes} must be a multiple of "
+                         f"n_out={n_out} and divide n_in x n_out={n_in * n_out}")
+    if a.size and (a.min() < -128 or a.max() > 127):
+        raise ValueError("to_bursts: w has values outside int8")
+    k = burst_bytes // n_out
+    # (C, K, O) -> (C, O, K): burst c, lane j, element i
+    b = a.astype(np.int64).reshape(n_in // k, k, n_out).transpose(0, 2, 1)
+    return [bytes((b[c].reshape(-1) & 0xFF).astype(np.uint8)) for c in range(b.shape[0])]
+
+
+def from_bursts(bursts, n_out: int):
+    """Inverse of :func:`to_bursts`: the ``int8[n_in][n_out]`` numpy array of the bursts."""
+    import numpy as np
+    if not bursts:
+        raise ValueError("from_bursts: no bursts")
+    u = len(bursts[0])
+    if any(len(x) != u for x in bursts) or u % n_out:
+        raise ValueError(f"from_bursts: bursts of {u} bytes do not hold n_out={n_out} lanes")
+    k = u // n_out
+    b = np.frombuffer(b"".join(bursts), dtype=np.int8).reshape(len(bursts), n_out, k)
+    return b.transpose(0, 2, 1).reshape(len(bursts) * k, n_out).copy()

@@ -11,12 +11,14 @@ import enum
 import math
 from dataclasses import dataclass
 
+from spec.blockfmt import SCALE_WORD_BITS, XS_BITS, FMT_BITS, PostParams
+from spec.dram import GDDR6_AIM_TIMING, DramBankParams, DramTiming
 from spec.params import Field, MacroParams, _layout, check_int, index_bits, pack, unpack
 
 __all__ = ["Op", "LoopMode", "IO_OPS", "seq_window", "ChannelParams", "cmd_fields", "out_fields",
            "encode", "decode", "HostOp", "HostOpExt", "HOST_CHANNEL_OPS", "HOST_WIDTHS", "ModErr",
            "ModuleParams", "host_fields", "host_op_limit", "mod_out_fields", "host_encode",
-           "OUT_CHAN_BITS"]
+           "OUT_CHAN_BITS", "SM_HOST_OPS", "host_op_valid", "sm_cfg_data", "sm_res_fields"]
 
 
 # Widths (bits) of the host command's fields (:func:`host_fields`; then ``data``).  Fixed,
@@ -62,6 +64,21 @@ class ChannelParams:
     all_bank  True: the command gains a 1-bit ``ab`` field (after ``acc``); a MAC with
               ``ab = 1`` drives every bank in lockstep (AiM's MAC_ABK, docs/channel.md).
               False (default): no ``ab`` field, today's layout bit for bit
+    bank_kind "dimc" (default): every bank is a DIMC macro (docs/channel.md); "dram": every
+              bank is a DRAM-PIM bank (docs/dram_bank.md) behind the DRAM back-end of
+              docs/dram_channel.md (same ISA, same DCS controller).  A page (one set of one
+              bank) is one DRAM row of ``n_in x n_out`` bytes; needs w_bits = x_bits = 8
+    timing    DramTiming of the DRAM banks and of the channel's DRAM rules (bank_kind "dram";
+              GDDR6-AiM by default)
+    burst_bytes  bytes of one DRAM column access (bank_kind "dram"), a power of two that
+              n_out divides and that divides n_in x n_out (AiM: 32)
+    post      None (default): no block post-processing stage, today's channel bit for bit.
+              A PostParams (its ``macro`` must be this ``macro``): every bank's results go
+              through one block post-processing stage (docs/blockfmt.md) into its OBuf; the
+              command gains ``sc``, ``fmt``, ``xs`` (WR_SCALE = WR_W with ``sc = 1``), OBuf
+              and the out beat hold binary32 codes and ``ovf`` (docs/channel.md, "Block
+              post-processing stage").  DIMC banks only; needs chunks <= x_bits (the stage
+              keeps up with its macro), lanes x 32 <= data_bits, part_bits <= row_bits
     """
     macro: MacroParams = MacroParams()
     n_banks: int = 4
@@ -69,6 +86,10 @@ class ChannelParams:
     q_depth: int = 8
     dcs: bool = True
     all_bank: bool = False
+    bank_kind: str = "dimc"
+    timing: DramTiming = GDDR6_AIM_TIMING
+    burst_bytes: int = 32
+    post: PostParams | None = None
 
     def __post_init__(self):
         def bad(name, why):
@@ -83,6 +104,53 @@ class ChannelParams:
         for name in ("dcs", "all_bank"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "must be a bool")
+        if self.bank_kind not in ("dimc", "dram"):
+            bad("bank_kind", "must be 'dimc' or 'dram'")
+        if not isinstance(self.timing, DramTiming):
+            bad("timing", "must be a DramTiming")
+        if self.bank_kind == "dram":
+            m = self.macro
+            if m.w_bits != 8 or m.x_bits != 8:
+                bad("macro", "must have w_bits = x_bits = 8 with bank_kind 'dram'")
+            if type(self.burst_bytes) is not int or self.burst_bytes < m.n_out \
+                    or (m.n_in * m.n_out) % self.burst_bytes:
+                bad("burst_bytes", f"must be an int >= n_out={m.n_out} dividing "
+                                   f"n_in x n_out={m.n_in * m.n_out}")
+            cols = m.n_in * m.n_out // self.burst_bytes
+            if cols & (cols - 1):
+                bad("burst_bytes", f"must give a power-of-two column count per row "
+                                   f"(n_in x n_out / burst_bytes = {cols})")
+            try:
+                self.dram_bank
+            except ValueError as e:
+                raise ValueError(f"ChannelParams: burst_bytes={self.burst_bytes!r} / macro "
+                                 f"give no DRAM bank: {e}") from None
+        if self.post is not None:
+            q, m = self.post, self.macro
+            if not isinstance(q, PostParams):
+                bad("post", "must be None or a PostParams")
+            if q.macro != m:
+                bad("post", "must be the stage behind this channel's macro (post.macro == macro)")
+            if self.bank_kind != "dimc":
+                bad("post", "needs bank_kind 'dimc'")
+            if q.chunks > m.x_bits:
+                bad("post", f"needs chunks = n_out / lanes = {q.chunks} <= x_bits = {m.x_bits} "
+                            "(one result per x_bits cycles per bank)")
+            if q.lanes * SCALE_WORD_BITS > self.data_bits:
+                bad("post", f"needs lanes x 32 = {q.lanes * SCALE_WORD_BITS} <= data_bits = "
+                            f"{self.data_bits} (a WR_SCALE's words)")
+            if q.part_bits > m.row_bits:
+                bad("post", f"needs part_bits = {q.part_bits} <= row_bits = {m.row_bits}")
+
+    @property
+    def dram_bank(self) -> DramBankParams:
+        """The DRAM bank of a ``bank_kind="dram"`` channel: ``rows`` = n_sets (one page per
+        row), ``row_bytes`` = n_in x n_out, ``n_out`` = the macro's, ``n_acc`` = the macro's,
+        ``acc_width`` = the macro's (so results are bit-identical to a DIMC bank's)."""
+        m = self.macro
+        return DramBankParams(rows=m.n_sets, row_bytes=m.n_in * m.n_out,
+                              burst_bytes=self.burst_bytes, n_out=m.n_out, n_acc=m.n_acc,
+                              acc_width=m.acc_width, timing=self.timing)
 
     @property
     def window(self) -> int:
@@ -91,7 +159,10 @@ class ChannelParams:
         dependencies only ever name pending commands (docs/channel.md).  An all-bank MAC holds
         one id and one ``macq`` slot in every bank, so the bound (and W) is the same with
         ``all_bank``."""
-        return seq_window(self.q_depth, self.n_banks, self.macro.tree_stages)
+        # with ``post``: up to 2 more MACs per bank are in the stage (its beat and its
+        # output register) after their macro result
+        return seq_window(self.q_depth, self.n_banks,
+                          self.macro.tree_stages + (2 if self.post is not None else 0))
 
     @property
     def seq_bits(self) -> int:
@@ -109,7 +180,8 @@ class ChannelParams:
     def data_bits(self) -> int:
         """Width of a command's data field: an input tile or a weight row, whichever is wider."""
         m = self.macro
-        return max(m.n_in * m.x_bits, m.n_out * m.w_bits)
+        wide = 8 * self.burst_bytes if self.bank_kind == "dram" else 0   # a WR_W burst
+        return max(m.n_in * m.x_bits, m.n_out * m.w_bits, wide)
 
     @property
     def mac_fifo_depth(self) -> int:
@@ -119,23 +191,32 @@ class ChannelParams:
     @property
     def tag(self) -> str:
         return (f"{self.macro.tag}_b{self.n_banks}_g{self.n_gbuf}_q{self.q_depth}"
-                f"_{'dcs' if self.dcs else 'ino'}{'_ab' if self.all_bank else ''}")
+                f"_{'dcs' if self.dcs else 'ino'}{'_ab' if self.all_bank else ''}"
+                + (f"_dram{self.burst_bytes}_{self.timing.tag}" if self.bank_kind == "dram"
+                   else "") + (f"_post{self.post.lanes}" if self.post is not None else ""))
 
 
 def cmd_fields(p: ChannelParams) -> dict[str, Field]:
     """Channel command beat.  Fields an opcode does not use must be 0 (ignored by hardware).
     With ``p.all_bank`` a 1-bit ``ab`` field follows ``acc`` (so ``data`` moves up one bit);
-    without it the layout is the original one."""
+    without it the layout is the original one.  With ``p.post`` three fields follow (before
+    ``data``): ``sc`` (1: this WR_W is a WR_SCALE), ``fmt`` (2, WR_SCALE's format), ``xs`` (8,
+    WR_INP's input block exponent code)."""
     m = p.macro
     ab = (("ab", 1),) if p.all_bank else ()
+    post = ((("sc", 1), ("fmt", FMT_BITS), ("xs", XS_BITS)) if p.post is not None else ())
     return _layout(("op", 2), ("bank", p.bank_bits), ("set", m.set_bits), ("row", m.row_bits),
-                   ("g", p.gbuf_bits), ("o", m.dst_bits), ("acc", 1), *ab,
+                   ("g", p.gbuf_bits), ("o", m.dst_bits), ("acc", 1), *ab, *post,
                    ("data", p.data_bits))
 
 
 def out_fields(p: ChannelParams) -> dict[str, Field]:
-    """Output beat of RD_OUT: OBuf (bank, o) = n_out results of acc_width bits each."""
+    """Output beat of RD_OUT: OBuf (bank, o) = n_out results of acc_width bits each.  With
+    ``p.post``: n_out binary32 codes (32 bits each), ``bank``, ``o``, then ``ovf`` (1)."""
     m = p.macro
+    if p.post is not None:
+        return _layout(("y", m.n_out * 32), ("bank", p.bank_bits), ("o", m.dst_bits),
+                       ("ovf", 1))
     return _layout(("y", m.n_out * m.acc_width), ("bank", p.bank_bits), ("o", m.dst_bits))
 
 
@@ -160,6 +241,11 @@ def encode(p: ChannelParams, op: Op, **f: int) -> int:
         if f["ab"] and (op != Op.MAC or f.get("bank", 0)):
             raise ValueError(f"encode {Op(op).name}: ab=1 is only for MAC, with bank=0 "
                              f"(got bank={f.get('bank', 0)})")
+    if f.get("sc") and op != Op.WR_W:
+        raise ValueError(f"encode {Op(op).name}: sc=1 is only for WR_W (WR_SCALE)")
+    if f.get("sc") and p.post is not None:
+        f["row"] = check_int(f"encode WR_SCALE: row (part)", f.get("row", 0), 0,
+                             p.post.chunks - 1)
     return pack(cmd_fields(p), op=op, **f)           # acc (a 1-bit flag: bool ok), data
 
 
@@ -175,6 +261,14 @@ class HostOpExt(enum.IntEnum):
     """Host opcodes that exist only when a module parameter enables them (else, like 11..15,
     rejected with BAD_OPCODE): :func:`host_op_limit`."""
     MAC_AB = 10   # chmask, rid, vp, g, o, acc: all-bank MAC (ModuleParams.channel.all_bank)
+    # the hub's softmax unit (ModuleParams.softmax; docs/module.md, "Softmax unit")
+    SM_CFG = 11   # chmask, rid, data{mul, sh, dig}: start a head of tok[rid] tokens
+    RD_SM = 12    # chmask, rid, vp, o: RD_OUT whose beat goes to the softmax unit
+    WR_PROB = 13  # chmask, g: the unit's next probability tile -> GBuf g (WR_INP)
+    SM_ABORT = 14  # -: drop the head in progress
+    # the block post-processing stage (ModuleParams.channel.post; docs/module.md, "Block
+    # formats")
+    WR_SCALE = 15  # chmask, rid, vp, row (part), fmt, data: a set's scale words and format
 
 
 class HostOp(enum.IntEnum):
@@ -195,6 +289,15 @@ class HostOp(enum.IntEnum):
     LOOP = 8      # rid, n, per, vps, os: replay the next n commands ceil(tok[rid] / 2**per) times
     BARRIER = 9   # wait until every channel is idle
     MAC_AB = enum.nonmember(HostOpExt.MAC_AB)   # not a member: len(HostOp) stays 10
+    SM_CFG = enum.nonmember(HostOpExt.SM_CFG)   # softmax opcodes 11..14 (not members)
+    RD_SM = enum.nonmember(HostOpExt.RD_SM)
+    WR_PROB = enum.nonmember(HostOpExt.WR_PROB)
+    SM_ABORT = enum.nonmember(HostOpExt.SM_ABORT)
+    WR_SCALE = enum.nonmember(HostOpExt.WR_SCALE)   # 15, only with channel.post
+
+
+#: the opcodes ``ModuleParams.softmax`` adds (11..14)
+SM_HOST_OPS = (HostOpExt.SM_CFG, HostOpExt.RD_SM, HostOpExt.WR_PROB, HostOpExt.SM_ABORT)
 
 
 HOST_CHANNEL_OPS = {HostOp.WR_INP: Op.WR_INP, HostOp.WR_W: Op.WR_W, HostOp.MAC: Op.MAC,
@@ -240,6 +343,18 @@ class ModuleParams:
                 field and its ``data`` field is ``wide_inp x data_bits`` wide; a WR_INP with
                 ``multi = 1`` writes tile k into the k-th masked channel (docs/module.md).
                 1 (default): today's layout
+    softmax     True: the hub has the softmax unit (docs/softmax.md) and the host opcodes
+                SM_CFG, RD_SM, WR_PROB, SM_ABORT (11..14), the ``sm_res`` output stream and
+                the ``sm_err`` output (docs/module.md, "Softmax unit").  Needs n_ch <= 8
+                and 8-bit inputs (macro x_bits = 8).  False (default): the module without it,
+                bit for bit
+    sm_context  with ``softmax``: the unit's score buffer (max_context, tokens per head);
+                ignored without it
+
+    With ``channel.post`` (the block post-processing stage behind every bank): host opcode
+    WR_SCALE (15), the host fields ``fmt`` (2) and ``xs`` (8), the wider out beat (binary32
+    codes and ``ovf``) and the ``perr`` / ``perr_ch`` outputs (docs/module.md, "Block
+    formats").  Not together with ``softmax`` (its unit takes integer scores).
 
     A physical page ``pp`` is one weight set of one bank in every channel:
     ``bank = pp // n_sets``, ``set = pp % n_sets``; ``n_pages = n_banks * n_sets`` must be
@@ -254,12 +369,17 @@ class ModuleParams:
     loop_len: int = 8
     host_ready: bool = False
     wide_inp: int = 1
+    softmax: bool = False
+    sm_context: int = 4096
 
     def __post_init__(self):
         def bad(name, why):
             raise ValueError(f"ModuleParams: {name}={getattr(self, name)!r} {why}")
         if not isinstance(self.channel, ChannelParams):
             bad("channel", "must be a ChannelParams")
+        if self.channel.post is not None and self.softmax is True:
+            bad("softmax", "cannot be combined with a block post-processing stage "
+                           "(channel.post): the unit takes integer scores, not binary32")
         if not isinstance(self.host_ready, bool):
             bad("host_ready", "must be a bool")
         for name, lo, hi in (("n_ch", 1, HOST_WIDTHS["chmask"]), ("fifo_depth", 2, 64),
@@ -280,38 +400,106 @@ class ModuleParams:
                              f"({1 << HOST_WIDTHS['pp']})")
         if type(self.wide_inp) is not int or not 1 <= self.wide_inp <= self.n_ch:
             bad("wide_inp", f"must be an int in 1..n_ch={self.n_ch}")
+        if not isinstance(self.softmax, bool):
+            bad("softmax", "must be a bool")
+        if self.softmax:
+            if self.n_ch > 8:
+                bad("softmax", f"needs n_ch <= 8 (the unit's 3-bit chan), not {self.n_ch}")
+            if self.channel.macro.x_bits != 8:
+                bad("softmax", f"needs 8-bit inputs (macro x_bits = 8), not "
+                               f"{self.channel.macro.x_bits}")
+            try:
+                self.sm_params
+            except ValueError as e:
+                raise ValueError(f"ModuleParams: sm_context={self.sm_context!r} / macro give "
+                                 f"no softmax unit: {e}") from None
 
     @property
     def n_pages(self) -> int:
         return self.channel.n_banks * self.channel.macro.n_sets
 
     @property
+    def sm_params(self):
+        """The hub's :class:`spec.softmax.SoftmaxParams` (with ``softmax``): A, NO, NI from
+        the macro, max_context = ``sm_context``, n_part = the largest power of two <= n_ch
+        (and <= 8), the other fields at their defaults."""
+        from spec.softmax import SoftmaxParams
+        return SoftmaxParams.for_macro(self.channel.macro, max_context=self.sm_context,
+                                       n_part=1 << (min(self.n_ch, 8).bit_length() - 1))
+
+    @property
+    def sm_tag_depth(self) -> int:
+        """Entries of each channel's result-destination FIFO (with ``softmax``): q_depth + 2."""
+        return self.channel.q_depth + 2
+
+    @property
     def tag(self) -> str:
         return (f"{self.channel.tag}_c{self.n_ch}_v{self.n_vpages}_r{self.n_req}"
                 f"_f{self.fifo_depth}_l{self.loop_len}{'_hr' if self.host_ready else ''}"
-                f"{f'_wi{self.wide_inp}' if self.wide_inp > 1 else ''}")
+                f"{f'_wi{self.wide_inp}' if self.wide_inp > 1 else ''}"
+                f"{f'_sm{self.sm_context}' if self.softmax else ''}")
+
+    @property
+    def post(self) -> bool:
+        """The channels have the block post-processing stage (``channel.post``)."""
+        return self.channel.post is not None
 
 
 def host_op_limit(p: ModuleParams) -> int:
-    """Opcodes ``>=`` this are BAD_OPCODE: 11 when the channels have ``all_bank`` (MAC_AB = 10
-    is valid), else 10."""
+    """Opcodes ``>=`` this are BAD_OPCODE: 15 with ``softmax`` (SM_CFG .. SM_ABORT = 11..14
+    valid; then MAC_AB = 10 is valid only with ``all_bank``, :func:`host_op_valid`), else 11
+    when the channels have ``all_bank`` (MAC_AB = 10 is valid), else 10."""
+    if p.softmax:
+        return int(HostOpExt.SM_ABORT) + 1
+    if p.channel.post is not None:
+        return int(HostOpExt.WR_SCALE) + 1
     return int(HostOpExt.MAC_AB) + 1 if p.channel.all_bank else int(HostOpExt.MAC_AB)
+
+
+def host_op_valid(p: ModuleParams, op: int) -> bool:
+    """Whether host opcode ``op`` exists on module ``p`` (else BAD_OPCODE): below
+    :func:`host_op_limit`, MAC_AB only with ``all_bank``, SM_CFG .. SM_ABORT only with
+    ``softmax`` (WR_SCALE = 15 is below the limit only with ``channel.post``)."""
+    return (op < host_op_limit(p) and (op != HostOpExt.MAC_AB or p.channel.all_bank)
+            and (p.softmax or op not in SM_HOST_OPS))
+
+
+def sm_cfg_data(p: ModuleParams, mul: int, sh: int, dig: int = 0) -> int:
+    """The ``data`` field of an SM_CFG: ``mul`` (MB bits) at 0, ``sh`` (6) at MB, ``dig`` (1)
+    at MB + 6 (ValueError if one does not fit its width)."""
+    from spec.softmax import SH_BITS
+    mb = p.sm_params.mul_bits
+    return pack(_layout(("mul", mb), ("sh", SH_BITS), ("dig", 1)), mul=mul, sh=sh, dig=dig)
+
+
+def sm_res_fields(p: ModuleParams) -> dict[str, Field]:
+    """Payload of the ``sm_res`` output stream (``softmax``): the unit's ``res`` beat."""
+    from spec.softmax import res_fields
+    return res_fields(p.sm_params)
 
 
 def host_fields(p: ModuleParams) -> dict[str, Field]:
     """Host command word: fixed field widths (:data:`HOST_WIDTHS`, independent of the
     module's size, so that out-of-range values are encodable and rejected with BAD_FIELD),
     then the data field.  With ``wide_inp > 1``: a 1-bit ``multi`` field before ``data``, and
-    ``data`` is ``wide_inp x data_bits`` wide (tile k in bits k*data_bits ..)."""
+    ``data`` is ``wide_inp x data_bits`` wide (tile k in bits k*data_bits ..).  With
+    ``channel.post``: ``fmt`` (2, WR_SCALE's format) and ``xs`` (8, WR_INP's input block
+    exponent code) after the fixed fields (before ``multi``)."""
+    post = (("fmt", FMT_BITS), ("xs", XS_BITS)) if p.channel.post is not None else ()
     if p.wide_inp > 1:
-        return _layout(*HOST_WIDTHS.items(), ("multi", 1),
+        return _layout(*HOST_WIDTHS.items(), *post, ("multi", 1),
                        ("data", p.wide_inp * p.channel.data_bits))
-    return _layout(*HOST_WIDTHS.items(), ("data", p.channel.data_bits))
+    return _layout(*HOST_WIDTHS.items(), *post, ("data", p.channel.data_bits))
 
 
 def mod_out_fields(p: ModuleParams) -> dict[str, Field]:
-    """Module output beat: a channel's RD_OUT result tagged with its channel."""
+    """Module output beat: a channel's RD_OUT result tagged with its channel.  With
+    ``channel.post``: the channel's beat (``out_fields``: n_out binary32 codes, ``bank``,
+    ``o``, ``ovf``) then ``chan``."""
     m = p.channel.macro
+    if p.channel.post is not None:
+        return _layout(*((n, f.width) for n, f in out_fields(p.channel).items()),
+                       ("chan", OUT_CHAN_BITS))
     return _layout(("y", m.n_out * m.acc_width), ("bank", p.channel.bank_bits),
                    ("o", m.dst_bits), ("chan", OUT_CHAN_BITS))
 

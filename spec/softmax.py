@@ -247,11 +247,12 @@ def cfg_encode(p: SoftmaxParams, mul: int, sh: int, plog2: int, chan0: int, coun
 
 
 PROPOSED_HOST_OPS = {
-    10: "SM_CFG chmask, rid, data{mul, sh, dig}: CFG with chan0 = lowest set bit of chmask, "
-        "2**plog2 = popcount(chmask) (a contiguous power-of-two run, else BAD_FIELD), "
-        "count = tok[rid]",
-    11: "RD_SM chmask, rid, vp, o: RD_OUT whose beat goes to the unit's ``in`` stream",
-    12: "WR_PROB chmask, g: the unit's next probability tile -> GBuf g of the masked channels",
-    13: "SM_ABORT: ABORT",
+    11: "SM_CFG chmask, rid, data{mul, sh, dig}: CFG with chan0 = lowest set bit of chmask, "
+        "2**plog2 = popcount(chmask) (P consecutive channels, P a power of two, else "
+        "BAD_FIELD), count = tok[rid]",
+    12: "RD_SM chmask, rid, vp, o: RD_OUT whose beat goes to the unit's ``in`` stream",
+    13: "WR_PROB chmask, g: the unit's next probability tile -> GBuf g of the masked channels",
+    14: "SM_ABORT: ABORT",
 }
-"""Host opcodes proposed for the module ISA (``spec.isa.HostOp`` 10..13; not yet added)."""
+"""The module's softmax opcodes (now ``spec.isa.HostOpExt`` 11..14, with
+``ModuleParams.softmax``; docs/module.md, "Softmax unit"), kept for reference."""

@@ -39,6 +39,8 @@ COVERAGE_ENV = "CIMPHONY_COVERAGE"
 COVERAGE_FLAGS = ["--coverage-line", "--coverage-toggle"]
 
 waves_requested = mismatch.waves_requested
+#: a module Target's ``fault`` "sm_<f>" builds PimModule(sm_fault=f) (the softmax unit's fault)
+SM_FAULT_PREFIX = "sm_"
 
 
 def fst_available() -> bool:
@@ -60,7 +62,9 @@ class _Runner(compat.Verilator):
 class Target:
     """A design under lockstep test: ``kind`` "macro" (DimcMacro), "channel" (PimChannel) or
     "module" (PimModule), its parameters and a deliberate DUT fault (``FAULTS`` of
-    ``hdl/macro.py``, ``hdl/channel.py``, ``hdl/module.py``)."""
+    ``hdl/macro.py``, ``hdl/channel.py``, ``hdl/module.py``; for a module with ``softmax``
+    also ``"sm_<f>"``: the softmax unit's fault f, ``hdl/softmax.py`` FAULTS, PimModule's
+    ``sm_fault``)."""
     kind: str
     params: object            # MacroParams, ChannelParams or ModuleParams
     fault: str | None = None
@@ -90,6 +94,8 @@ class Target:
             from tb.dram_dut import DramBankDut
             return DramBankDut(self.params, fault=self.fault)
         from hdl.module import PimModule
+        if self.fault and self.fault.startswith(SM_FAULT_PREFIX):
+            return PimModule(self.params, sm_fault=self.fault[len(SM_FAULT_PREFIX):])
         return PimModule(self.params, fault=self.fault)
 
     def verilog(self) -> str:
@@ -157,7 +163,8 @@ def run_job(t: Target, streams: list[list[Beat]], *, seed: int, ready_p: float =
     Returns the loop's result: ``ok``, ``mismatch`` (None or a :class:`tb.mismatch.Mismatch`
     dict), ``cycles``, ``wall_s``, ``cpu_s``, ``cycles_per_s``, ``outputs`` (output payloads in
     order), ``transfers`` per stream, ``events`` [(cycle, output, value)], ``busy_cycles``
-    per busy bit, ``seed``; plus ``sim_total_s``, ``build_dir`` and ``waves`` (path or None).
+    per busy bit, ``seed``, ``side_outputs`` (per side stream of the design, e.g. ``sm_res``:
+    its payloads in order); plus ``sim_total_s``, ``build_dir`` and ``waves`` (path or None).
     """
     waves = waves_requested() if waves is None else waves
     bdir = build(t, waves)
@@ -220,26 +227,50 @@ def run_lockstep(params: MacroParams, stim: Stimulus, *, late: int = 0,
 
 
 def run_channel_lockstep(params, cmds: list[tuple[int, int]], *, out_ready_p: float = 1.0,
-                         seed: int = 0, waves: bool | None = None,
+                         seed: int = 0, waves: bool | None = None, reset_at: int = -1,
+                         fault: str | None = None, late: int = 0,
                          max_cycles: int = 10_000_000, label: str = "chan") -> dict:
     """Run a channel command stream ``cmds`` [(payload, gap)] through the Verilated PimChannel
-    and ChannelModel in lockstep (:func:`run_job`)."""
-    return run_job(Target("channel", params), [_beats(cmds)], seed=seed, ready_p=out_ready_p,
-                   waves=waves, max_cycles=max_cycles, label=label)
+    and ChannelModel in lockstep (:func:`run_job`); ``reset_at`` a cycle with ``rst`` high
+    (-1: none), ``fault`` a DUT fault (hdl/channel.py FAULTS), ``late`` a late model (DRAM
+    banks only)."""
+    return run_job(Target("channel", params, fault), [_beats(cmds)], seed=seed,
+                   ready_p=out_ready_p, waves=waves, max_cycles=max_cycles, reset_at=reset_at,
+                   late=late, label=label)
 
 
 def run_module_lockstep(params, cmds: list[tuple[int, int]], *, out_ready_p: float = 1.0,
                         seed: int = 0, reset_at: int = -1, waves: bool | None = None,
-                        max_cycles: int = 10_000_000, label: str = "mod") -> dict:
+                        max_cycles: int = 10_000_000, label: str = "mod",
+                        sm_ready_p: float | None = None, fault: str | None = None,
+                        sm_table=None) -> dict:
     """Run host commands ``cmds`` [(host_cmd, gap)] through the Verilated PimModule and
     ModuleModel in lockstep (:func:`run_job`): command i is pushed in cycle
     ``t_{i-1} + 1 + gap_i`` (no ready).  Adds ``errors`` [(cycle, ModErr code)], QUEUE_FULL
-    for pushes reported on ``ovf``."""
+    for pushes reported on ``ovf``.
+
+    With ``params.softmax`` the ``sm_res`` stream and ``sm_err`` are compared every cycle too
+    (``sm_res.payload`` in every cycle its valid is 1).  ``sm_ready_p``: None drives
+    ``sm_res.ready`` with the very pattern of ``out.ready`` (as ``ModuleModel.run`` does, so
+    its runs reproduce this one), a duty in (0, 1] an independent pattern of its own
+    (seed :func:`tb.designs.side_seed`).  Adds ``sm_res`` (payloads transferred, in order)
+    and ``sm_errors`` [(cycle, SmErr code)].  ``fault``: a deliberately wrong DUT
+    (:class:`Target`, e.g. ``"sm_exp_entry"``); ``sm_table``: the golden model's unit uses
+    this exp table (to show that a fault is the table)."""
     from spec.isa import ModErr
-    res = run_job(Target("module", params), [_beats(cmds)], seed=seed, ready_p=out_ready_p,
-                  waves=waves, max_cycles=max_cycles, reset_at=reset_at, label=label)
+    from tb.designs import side_seed
+    extra = {}
+    if params.softmax and sm_ready_p is not None:
+        extra["side_ready"] = [(side_seed(seed, 0), ready_threshold(sm_ready_p, "sm_ready_p"))]
+    if sm_table is not None:
+        extra["sm_table"] = list(sm_table)
+    res = run_job(Target("module", params, fault), [_beats(cmds)], seed=seed,
+                  ready_p=out_ready_p, waves=waves, max_cycles=max_cycles, reset_at=reset_at,
+                  label=label, **extra)
     res["errors"] = [(c, v if f == "err" else int(ModErr.QUEUE_FULL))
-                     for c, f, v in res["events"]]
+                     for c, f, v in res["events"] if f in ("err", "ovf")]
+    res["sm_errors"] = [(c, v) for c, f, v in res["events"] if f == "sm_err"]
+    res["sm_res"] = res.get("side_outputs", {}).get("sm_res", [])
     return res
 
 

@@ -8,8 +8,11 @@ stream's ``ready`` from the seeded ready pattern, and compares every output the
 transfers in the first cycle it is offered.
 
 Probe convention: ``spec.ctl[i]`` / ``spec.wide_in[i]`` are input stream i's valid and
-payload, ``spec.ctl[-1]`` the output stream's ready.  Model convention (the golden-model
-interface ``reset`` / ``step`` / ``state``): ``step(v0, p0, v1, p1, ..., out_ready)`` returns
+payload, ``spec.ctl[n_in]`` the output stream's ready, then the readies of the design's side
+streams (:class:`SideStream`, e.g. the module's ``sm_res``; ``spec.side_out[i]`` their
+payloads).  Model convention (the golden-model
+interface ``reset`` / ``step`` / ``state``): ``step(v0, p0, v1, p1, ..., out_ready,
+side_ready_0, ...)`` returns
 a namedtuple with one field per sampled output, named as the probe's with ``.`` -> ``_``.
 
 No Amaranth here: this module is imported inside the simulator.
@@ -17,6 +20,7 @@ No Amaranth here: this module is imported inside the simulator.
 from __future__ import annotations
 
 import enum
+from collections import namedtuple
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,6 +52,32 @@ class InStream:
 
 
 @dataclass(frozen=True)
+class SideStream:
+    """A further output stream of a design (beyond ``Design.output``): its ready is driven
+    after the output's in ``ctl`` (and passed to ``step`` after ``out_ready``), its payload
+    sampled into the probe's ``obs_side<i>`` and compared in every cycle in which the model's
+    ``valid`` is 1.
+
+    Attributes
+    ----------
+    name : str
+        Stream name, the prefix of its probe ports (``sm_res``).
+    valid, payload : str
+        The model outputs that are its valid and payload (the probe's ``<name>.valid`` is
+        compared with ``valid``).
+    """
+    name: str
+    valid: str
+    payload: str
+
+
+def side_seed(seed: int, i: int) -> int:
+    """Seed of side stream i's own ready pattern (``sm_ready_p`` given): not a small cycle
+    shift of the output's pattern (``ready_at`` hashes cycle * golden + seed)."""
+    return (seed ^ (0x5BD1E995 * (i + 1))) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
 class Design:
     """One design under lockstep test.
 
@@ -74,6 +104,8 @@ class Design:
     model : callable (params, job) -> golden model
     out_layout : callable params -> (fields, MacroParams)
         The output payload's layout and the macro whose ``y`` results it carries.
+    sides : callable params -> tuple of SideStream
+        Further output streams (the module's ``sm_res`` with ``softmax``); none by default.
     """
     kind: str
     inputs: tuple[InStream, ...]
@@ -85,6 +117,41 @@ class Design:
     spec: Callable
     model: Callable
     out_layout: Callable
+    sides: Callable = lambda p: ()
+
+
+_SM_RES = SideStream("sm_res", "sm_valid", "sm_payload")
+
+
+ChanLockOut = namedtuple("ChanLockOut", ChanOut._fields + ("perr",), defaults=(0,))
+ChanLockOut.__doc__ = """The channel's outputs in lockstep: :class:`ChanOut` then ``perr``
+(ChannelParams.post; the model's ``perr`` of the cycle, 0 without the stage)."""
+
+
+class _PostChannelModel:
+    """ChannelModel of a channel with ``post`` whose ``step`` returns :class:`ChanLockOut`
+    (its ``perr`` too); everything else is the model's."""
+
+    def __init__(self, p, job):
+        self._m = ChannelModel(p, late=job.get("late", 0))
+
+    def __getattr__(self, name):
+        return getattr(self._m, name)
+
+    def step(self, *args):
+        return ChanLockOut(*self._m.step(*args), self._m.perr)
+
+
+def _channel_model(p, job):
+    """ChannelModel; with ``post`` wrapped so that ``perr`` is an output too."""
+    if p.post is not None:
+        return _PostChannelModel(p, job)
+    return ChannelModel(p, late=job.get("late", 0))
+
+
+def _module_model(p, job):
+    """ModuleModel; ``job["sm_table"]``: a (deliberately wrong) exp table for its unit."""
+    return ModuleModel(p, sm_table=job.get("sm_table"))
 
 
 DESIGNS = {
@@ -97,18 +164,21 @@ DESIGNS = {
         out_layout=lambda p: (res_fields(p), p)),
     "channel": Design(
         "channel", (InStream("cmd", "cmd_ready"),), output="out", results_of=None,
-        errors=MacroErr, events=("err",), out_type=ChanOut,
-        spec=lambda p: probespec.channel(p.n_banks),
-        model=lambda p, job: ChannelModel(p),
+        # with post: perr sampled too (ChanLockOut extends ChanOut; ChannelModel without it)
+        errors=MacroErr, events=("err",), out_type=ChanLockOut,
+        spec=lambda p: probespec.channel(p.n_banks, p.post is not None),
+        model=_channel_model,
         out_layout=lambda p: (out_fields(p), p.macro)),
     "module": Design(
         # host_ready: the model's host_ready output, constant 1 without ModuleParams.host_ready
         # (a push transfers in the first cycle it is offered, as on a port without ready)
+        # with softmax: the sm_res stream (SideStream) and sm_err (an event; 0 without it)
         "module", (InStream("host", "host_ready"),), output="out", results_of=None,
-        errors=ModErr, events=("err", "ovf"), out_type=ModOut,
-        spec=lambda p: probespec.module(p.n_ch, p.channel.n_banks, p.host_ready),
-        model=lambda p, job: ModuleModel(p),
-        out_layout=lambda p: (mod_out_fields(p), p.channel.macro)),
+        errors=ModErr, events=("err", "ovf", "sm_err"), out_type=ModOut,
+        spec=lambda p: probespec.module(p.n_ch, p.channel.n_banks, p.host_ready, p.softmax),
+        model=_module_model,
+        out_layout=lambda p: (mod_out_fields(p), p.channel.macro),
+        sides=lambda p: (_SM_RES,) if p.softmax else ()),
     # the DRAM-PIM bank (hdl/dram_bank.py) through its lockstep adapter (tb/dram.py)
     "dram_bank": Design(
         "dram_bank", (InStream("cmd", "cmd_ready"),), output="out", results_of=None,

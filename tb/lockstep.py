@@ -20,6 +20,12 @@ wakes once per cycle, on the falling clock edge; each wake runs four stages:
     for a second wake per cycle).  Verilator re-evaluates after the callback, long before
     the rising edge samples them.
 
+A design's side streams (``tb/designs.py`` ``SideStream``: the module's ``sm_res`` with
+``softmax``) have their ready driven after the output's (``job["side_ready"][i]``: None =
+the output's own pattern, else ``(seed, threshold)``), their valid compared with the narrow
+outputs and their payload (``obs_side<i>``) in every cycle the model's valid is 1; the
+payloads transferred are in the result's ``side_outputs``.
+
 ``job["reset_at"]`` raises ``rst`` in that cycle (DUT) and resets the model after stepping
 it (mid-stream reset recovery).  The model is stepped through that cycle with the cycle's
 inputs, so a design whose reset also drops the command offered in the reset cycle (the DRAM
@@ -79,13 +85,20 @@ class Lockstep:
         fields = design.out_type._fields
         names = [x.name for x in design.inputs] + [design.output]
         n_in = len(design.inputs)
-        if (len(spec.ctl) != n_in + 1 or len(spec.wide_in) != n_in
-                or not spec.ctl[-1].startswith(design.output)
+        sides = self.sides = design.sides(p)
+        if (len(spec.ctl) != n_in + 1 + len(sides) or len(spec.wide_in) != n_in
+                or len(spec.side_out) != len(sides)
+                or not spec.ctl[n_in].startswith(design.output)
                 or not all(spec.ctl[i].startswith(s.name) and spec.wide_in[i].startswith(s.name)
-                           for i, s in enumerate(design.inputs))):
+                           for i, s in enumerate(design.inputs))
+                or not all(spec.ctl[n_in + 1 + i].startswith(s.name)
+                           and spec.side_out[i].startswith(s.name)
+                           for i, s in enumerate(sides))):
             raise ValueError(f"lockstep: probe spec {spec} does not match the streams of "
                              f"{design.kind} {names} (ctl: their valids, then the output's "
-                             f"ready; wide_in: their payloads)")
+                             f"ready, then the side streams' readies "
+                             f"{[x.name for x in sides]}; wide_in: their payloads)")
+        alias = {f"{x.name}.{k}": getattr(x, k) for x in sides for k in ("valid", "payload")}
         self.ports = []
         for i, (s, beats) in enumerate(zip(design.inputs, job["streams"], strict=True)):
             port = _Port()
@@ -98,13 +111,14 @@ class Lockstep:
             port.after = names.index(s.after) if s.after else n_in
             port.driven, port.valid, port.total = 0, 0, len(beats)
             self.ports.append(port)
-        self.obs_fields = [(n, fields.index(n.replace(".", "_")), spec.obs_offset(n), w)
-                           for n, w in spec.obs]
+        self.obs_fields = [(n, fields.index(alias.get(n, n.replace(".", "_"))),
+                            spec.obs_offset(n), w) for n, w in spec.obs]
         self.seed = job["seed"]
         self.expect = (None if design.results_of is None
                        else self.ports[names.index(design.results_of)].total)
         self.counts = [0] * (n_in + 1)    # transfers per input stream, then outputs received
         self.outputs, self.events, self.busy_hist = [], [], {}
+        self.side_outputs = [[] for _ in sides]     # per side stream: payloads transferred
 
     # --- the stages -------------------------------------------------------------------------
     def stages(self):
@@ -116,7 +130,7 @@ class Lockstep:
         ports, counts, outputs, events = self.ports, self.counts, self.outputs, self.events
         busy_hist = self.busy_hist
         seed, thr = self.seed, job["ready_threshold"]
-        rbit, reset_at = len(spec.ctl) - 1, job["reset_at"]
+        rbit, reset_at = len(self.ports), job["reset_at"]
         set_ctl = raw_handle(dut.ctl).set_signal_val_int
         set_rst = raw_handle(dut.rst).set_signal_val_int
         pack = _packer([(i, off) for _, i, off, _ in self.obs_fields])
@@ -130,6 +144,17 @@ class Lockstep:
         event_i = [(fields.index(n), n) for n in design.events]
         expect = self.expect
         ready = ready_pattern(seed, 0, CHUNK, thr).tolist()
+        # side streams (tb/designs.py SideStream): ready bit, model valid / payload fields,
+        # the DUT payload reader, the ready pattern (job["side_ready"][i]: None = the
+        # output's own pattern, else (seed, threshold) of its own)
+        side_cfg = job.get("side_ready") or [None] * len(self.sides)
+        sides = [(rbit + 1 + i, fields.index(x.valid), fields.index(x.payload),
+                  _reader(getattr(dut, f"obs_side{i}"), len(getattr(dut, f"obs_side{i}"))),
+                  side_cfg[i], x.name, self.side_outputs[i])
+                 for i, x in enumerate(self.sides)]
+        side_ready = [ready if cfg is None else ready_pattern(cfg[0], 0, CHUNK, cfg[1]).tolist()
+                      for _, _, _, _, cfg, _, _ in sides]
+        side_rr = [0] * len(sides)
         ctl_now = rr = model_out = dut_out = 0
         pending = sum(1 for s in ports if s.total)     # input streams with beats to send
         end = None                                     # last cycle, once the end rule fired
@@ -153,12 +178,19 @@ class Lockstep:
                 ready = ready_pattern(seed, c, CHUNK, thr).tolist()
             rr = ready[k]
             ctl |= rr << rbit
+            args.append(rr)
+            for i, (bit, _, _, _, cfg, _, _) in enumerate(sides):
+                if not k and c:
+                    side_ready[i] = (ready if cfg is None
+                                     else ready_pattern(cfg[0], c, CHUNK, cfg[1]).tolist())
+                r_ = side_rr[i] = side_ready[i][k]
+                ctl |= r_ << bit
+                args.append(r_)
             if ctl != ctl_now:
                 ctl_now = ctl
                 set_ctl(DEPOSIT, ctl)
             if c == reset_at:
                 set_rst(DEPOSIT, 1)
-            args.append(rr)
             return args
 
         sample = get_obs   # () -> the packed narrow outputs of the cycle that just ended
@@ -177,8 +209,17 @@ class Lockstep:
                     m = self._mismatch(c, spec.wide_out, pay, dut_out)
                     m.detail = payload_detail(*design.out_layout(job["params"]), pay, dut_out)
                     return m
+            side_valid = 0
+            for i, (_, vi, pi, get_side, _, name, got) in enumerate(sides):
+                if o[vi]:                          # valid (compared above): the payload too
+                    side_valid = 1
+                    d = get_side()
+                    if d != o[pi]:
+                        return self._mismatch(c, f"{name}.payload", o[pi], d)
+                    if side_rr[i]:
+                        got.append(d)
             if (expect is None and end is None and not pending and o[idle_i]
-                    and not o[valid_i]):           # every beat sent in an earlier cycle
+                    and not o[valid_i] and not side_valid):   # every beat sent earlier
                 end = c + TAIL
             for s in ports:
                 if s.valid and (s.ready is None or o[s.ready]):
@@ -286,7 +327,10 @@ class Lockstep:
                     outputs=self.outputs, events=self.events, busy_cycles=busy,
                     transfers={**{s.name: n for s, n in zip(self.ports, self.counts[:-1],
                                                             strict=True)},
-                               self.design.output: self.counts[-1]},
+                               self.design.output: self.counts[-1],
+                               **{x.name: len(v) for x, v in zip(self.sides,
+                                                                 self.side_outputs)}},
+                    side_outputs={x.name: v for x, v in zip(self.sides, self.side_outputs)},
                     seed=self.seed, note=job.get("note", ""))
 
 

@@ -34,6 +34,8 @@ class LockstepProbe(wiring.Component):
                  "obs_out": Out(len(Value.cast(_port(dut, spec.wide_out))))}
         for i, path in enumerate(spec.wide_in):
             ports[f"in{i}"] = In(len(Value.cast(_port(dut, path))))
+        for i, path in enumerate(spec.side_out):
+            ports[f"obs_side{i}"] = Out(len(Value.cast(_port(dut, path))))
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -54,6 +56,10 @@ class LockstepProbe(wiring.Component):
             obs_out.eq(out),
         ]
         m.d.comb += [self.obs.eq(obs), self.obs_out.eq(obs_out)]
+        for i, path in enumerate(spec.side_out):      # further wide outputs (no change bit)
+            side = Signal.like(getattr(self, f"obs_side{i}"), reset_less=True)
+            m.d.sync += side.eq(_port(dut, path))
+            m.d.comb += getattr(self, f"obs_side{i}").eq(side)
         return m
 
 

@@ -194,6 +194,29 @@ def _tiny_module():
     return ModuleParams(_tiny_channel(), n_ch=2, n_vpages=2, n_req=2, fifo_depth=2, loop_len=1)
 
 
+def _tiny_dram():
+    from spec.dram import DramBankParams, DramTiming
+    # 3 rows (a bad row exists), 2 columns of 2 bytes, 2 accumulators, one pending refresh;
+    # every timing gap 3 cycles (4-bit counters; tCL = 3: a read delay line), tCCDL 1,
+    # tREFI 8 / tRFC 4 so that refreshes start within a few cycles
+    gaps = {f: 3 for f in DramTiming.__dataclass_fields__ if f != "tCK_ns"}
+    t = DramTiming(**{**gaps, "tCCDL": 1, "tREFI": 8, "tRFC": 4})
+    return DramBankParams(rows=3, row_bytes=4, burst_bytes=2, n_out=1, n_acc=2, acc_width=17,
+                          ref_max=1, timing=t)
+
+
+def _pt_module():
+    from spec.isa import ModuleParams
+    # 4 virtual pages on 2 physical pages (1 bank x 2 sets), 2 requesters, 1 tiny channel
+    return ModuleParams(_tiny_channel(), n_ch=1, n_vpages=4, n_req=2, fifo_depth=2,
+                        loop_len=1)
+
+
+def _live_channel(dcs: bool):
+    from dataclasses import replace
+    return replace(_tiny_channel(), dcs=dcs)
+
+
 SMALL_MACRO = _small_macro()
 RESULT_MACRO = _result_macro()
 TINY_CHANNEL = _tiny_channel()
@@ -218,6 +241,32 @@ def _streams(kind, params_fn):
         from hdl.module import PimModule
         return StreamHarness(PimModule(params_fn()))
     return make
+
+
+def _state(kind, **kw):
+    def make():
+        from verif.properties import state as S
+        if kind == "dram_reject":
+            return S.DramRejectHarness(_tiny_dram(), **kw)
+        if kind == "module_reject":
+            return S.ModuleRejectHarness(_tiny_module(), **kw)
+        if kind == "page_table":
+            return S.PageTableHarness(_pt_module(), **kw)
+        dcs = kw.pop("dcs")
+        return S.ChannelLiveHarness(_live_channel(dcs), **kw)
+    return make
+
+
+#: fair out.ready (never low LIVE_FAIR cycles in a row) and the completion bounds (cycles
+#: from the accept to the done bit) of the tiny channel, DCS and in order
+LIVE_FAIR = 3
+LIVE_BOUND = {True: 24, False: 24}
+LIVE_DEPTH = 30
+
+
+def _dram_excluded():
+    from verif.properties.state import DRAM_EXCLUDED
+    return DRAM_EXCLUDED
 
 
 def _latency():
@@ -248,11 +297,48 @@ PROOFS = [
           "the channel's out stream is held until ready"),
     Proof("module_out_held", "module", _streams("module", _tiny_module), "prove", 8,
           "the module's out stream is held until ready"),
+    Proof("dram_reject_no_change", "dram_bank", _state("dram_reject"), "prove", 2,
+          "a rejected bank command (BAD_OP / BAD_ROW / BAD_COL / NOT_OPEN / ROW_OPEN) "
+          "changes no register but err, enables no memory port; timing counters, refresh and "
+          "read delay line run as with no command; no result beat"),
+    Proof("module_reject_no_change", "module", _state("module_reject"), "prove", 2,
+          "a rejected host command changes no page-table entry, token counter or loop "
+          "register, reaches no channel queue (cmd.valid 0), and only pops the host FIFO"),
+    Proof("module_page_table", "module", _state("page_table"), "prove", 2,
+          "no two valid page-table entries map one physical page (one owner per page); a "
+          "valid entry's pp < n_pages and rid < n_req; any host command sequence"),
+    # BMC: k-induction does not close (an unreachable start state may hold a dependency on a
+    # command that never completes); the bound has a margin: near the tight bound yices needs
+    # many minutes per run
+    Proof("channel_done_bound_dcs", "channel", _state("live", dcs=True, fair=LIVE_FAIR,
+                                                     bound=LIVE_BOUND[True],
+                                                     idle_bound=LIVE_BOUND[True]),
+          "bmc", LIVE_DEPTH,
+          f"DCS, out.ready never low {LIVE_FAIR} cycles in a row: every accepted command is "
+          f"done within {LIVE_BOUND[True]} cycles (also under new traffic), idle "
+          f"{LIVE_BOUND[True]} cycles after the last accept"),
+    Proof("channel_done_bound_inorder", "channel", _state("live", dcs=False, fair=LIVE_FAIR,
+                                                         bound=LIVE_BOUND[False],
+                                                         idle_bound=LIVE_BOUND[False]),
+          "bmc", LIVE_DEPTH,
+          f"in order, same fairness: every accepted command is done within "
+          f"{LIVE_BOUND[False]} cycles, idle {LIVE_BOUND[False]} cycles after the last accept"),
     # deliberately broken: must fail with a trace
     Proof("macro_result_sign_add", "macro", _macro(("result",), RESULT_MACRO,
                                                    fault="sign_add"), "bmc", 10,
           "BROKEN DUT (sign bit added): the reference must catch it", expect="fail"),
     Proof("macro_latency_off_by_one", "macro", _macro(("latency",), latency_offset=-1),
           "bmc", 12, "BROKEN PROPERTY (latency one cycle short): must fail", expect="fail"),
+    Proof("dram_reject_timer_counted", "dram_bank", _state(
+        "dram_reject", exclude={k: v for k, v in _dram_excluded().items() if k != "timer"}),
+        "bmc", 6, "BROKEN PROPERTY (the free-running refresh timer counted as command "
+        "state): must fail", expect="fail"),
+    Proof("channel_done_bound_short", "channel", _state("live", dcs=True, fair=LIVE_FAIR,
+                                                       bound=12), "bmc", LIVE_DEPTH,
+          "BROKEN PROPERTY (DCS completion bound 12 cycles, too short): must fail",
+          expect="fail"),
+    Proof("module_page_table_one_per_rid", "module", _state("page_table", broken=True),
+          "bmc", 8, "BROKEN PROPERTY (a requester owns at most one page): must fail",
+          expect="fail"),
 ]
 """The standard proofs of ``cimphony verify formal`` (``docs/verification.md``)."""

@@ -20,7 +20,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from spec.isa import HostOp, LoopMode, ModErr, Op, host_op_limit
+from spec.isa import HostOp, HostOpExt, LoopMode, ModErr, Op, SM_HOST_OPS, host_op_valid
 from spec.params import MacroErr
 
 __all__ = ["Cross", "Coverage", "bank_kind", "MacroSampler", "ChannelSampler",
@@ -48,10 +48,6 @@ _BAD_ROW_RULE = (lambda d, f: d["err"] == "WR_BAD_ROW" and "bad_row" not in f,
 
 def _bad_row_flag(n_in: int) -> set:
     return {"bad_row"} if n_in & (n_in - 1) else set()
-
-
-def _dram_supported(params) -> bool:
-    return any(isinstance(getattr(params, a, None), str) for a in ("bank_kind", "kind", "banks"))
 
 
 class Cross:
@@ -200,8 +196,10 @@ class MacroSampler:
 class ChannelSampler:
     """``channel.command``: op x dependency kind x policy x bank kind (each valid dependency
     slot of an enqueued command, or ``none``); ``channel.wait``: queue x why its head waits
-    x policy; ``channel.backpressure``: cmd x out (stalled / free) per active cycle;
-    ``channel.wr_w``: the outcome of each issued WR_W."""
+    x policy x bank kind (a DRAM head also waits for the back-end's timing rules,
+    ``dram_timing``); ``channel.backpressure``: cmd x out (stalled / free) x bank kind per
+    active cycle; ``channel.wr_w``: the MacroErr of each issued WR_W (DIMC banks: a DRAM
+    channel's ``err`` reports back-end design errors, no MacroErr)."""
 
     def __init__(self, cov: Coverage, params):
         self.p = params
@@ -212,27 +210,43 @@ class ChannelSampler:
             (lambda d, f: d["dep"] != "none" and d["dep"] not in _DEP_KINDS[d["op"]],
              "the dependency table has no such slot for this opcode (docs/channel.md)"),
             (lambda d, f: d["bank"] == "dram" and "dram" not in f,
-             "no DRAM bank kind in ChannelParams yet (the DRAM-PIM channel is in progress)")],
-            {"dram"} if _dram_supported(params) else ()))
+             "no DRAM channel sampled"),
+            (lambda d, f: d["bank"] == "dimc" and "dimc" not in f,
+             "no DIMC channel sampled")],
+            {bank_kind(params)}))
         self.wait = cov.add(Cross("channel.wait", {
-            "queue": ("io", "compute"), "why": ("dep", "inorder", "bank_busy", "out_busy"),
-            "policy": pol}, [
+            "queue": ("io", "compute"),
+            "why": ("dep", "inorder", "bank_busy", "out_busy", "dram_timing"),
+            "policy": pol, "bank": BANK_KINDS}, [
+            (lambda d, f: d["bank"] == "dram" and "dram" not in f,
+             "no DRAM channel sampled"),
+            (lambda d, f: d["bank"] == "dimc" and "dimc" not in f,
+             "no DIMC channel sampled"),
             (lambda d, f: d["why"] == "inorder" and d["policy"] == "dcs",
              "DCS issues out of order: no in-order rule"),
             (lambda d, f: d["why"] == "bank_busy" and d["policy"] == "inorder",
              "in order a command issues only when nothing is in flight: the bank is idle"),
+            (lambda d, f: d["why"] == "bank_busy" and d["bank"] == "dram",
+             "a DRAM bank's readiness is the back-end's timing rules: dram_timing"),
+            (lambda d, f: d["why"] == "dram_timing" and d["bank"] == "dimc",
+             "DIMC banks have no DRAM timing rules"),
             (lambda d, f: d["queue"] == "io" and d["why"] == "bank_busy",
              "only MACs (compute queue) wait for a bank"),
             (lambda d, f: d["queue"] == "compute" and d["why"] == "out_busy",
-             "only RD_OUT (I/O queue) waits for the out register")]))
+             "only RD_OUT (I/O queue) waits for the out register")],
+            {bank_kind(params)}))
         self.bp = cov.add(Cross("channel.backpressure", {
-            "cmd": ("free", "stalled"), "out": ("free", "stalled")}))
+            "cmd": ("free", "stalled"), "out": ("free", "stalled"), "bank": BANK_KINDS}, [
+            (lambda d, f: d["bank"] not in f, "no channel of this bank kind sampled")],
+            {bank_kind(params)}))
         ex = [_BAD_ROW_RULE,
               (lambda d, f: d["err"] == "WR_HAZARD",
                "a WR_W waits (weight WAR dependency; in order: the drain) until the MACs on "
                "its set are done, so it never hits the set being computed")]
+        ex.insert(0, (lambda d, f: "dimc" not in f, "only DIMC channels sampled (a DRAM "
+                      "channel's err is no MacroErr)"))
         self.wrw = cov.add(Cross("channel.wr_w", {"err": tuple(e.name for e in MacroErr)},
-                                 ex, _bad_row_flag(params.macro.n_in)))
+                                 ex, _bad_row_flag(params.macro.n_in) | {bank_kind(params)}))
         self.policy = "dcs" if params.dcs else "inorder"
         self.bank = bank_kind(params)
         self._wrw_pending = 0
@@ -240,6 +254,8 @@ class ChannelSampler:
     def _why(self, model, e, out_valid, out_ready, done):
         if any(v and not done[s] for v, s in e["deps"]):
             return "dep"
+        if self.bank == "dram":
+            return self._why_dram(model, e, out_valid, out_ready)
         if not self.p.dcs and (e["seq"] != model.state()["iss"] or model.state()["inflight"]):
             return "inorder"
         if e["op"] == int(Op.MAC):
@@ -249,6 +265,24 @@ class ChannelSampler:
         if e["op"] == int(Op.RD_OUT) and out_valid and not out_ready:
             return "out_busy"
         return None
+
+    def _why_dram(self, model, e, out_valid, out_ready):
+        """The wait reason of a DRAM channel's head (the model's ``_ready`` rules, in its
+        order): in order, anything pending; then the back-end's resource rules
+        (``out_busy`` when only the out register stops a RD_OUT)."""
+        be = model.backend
+        if not self.p.dcs and (e["seq"] != model.state()["iss"] or be.n_pending
+                               or any(model.state()["macq"])):
+            return "inorder"
+        raw = next(q[0] for q in (model._ioq, model._cq) if q and q[0][8] == e["seq"])
+        if e["op"] == int(Op.MAC):
+            return None if be.can_mac(raw) else "dram_timing"
+        out_free = not out_valid or bool(out_ready)
+        if be.can_io(raw, out_free):
+            return None
+        if e["op"] == int(Op.RD_OUT) and not out_free and be.can_io(raw, True):
+            return "out_busy"
+        return "dram_timing"
 
     def attach(self, model):
         pol = self.policy
@@ -260,7 +294,7 @@ class ChannelSampler:
                 if st[key]:
                     why = self._why(model, st[key][0], st["out_valid"], rr, st["done"])
                     if why:
-                        self.wait.sample(queue=qname, why=why, policy=pol)
+                        self.wait.sample(queue=qname, why=why, policy=pol, bank=self.bank)
             io = st["ioq"][0] if st["ioq"] else None
             issue_wrw = io is not None and io["op"] == int(Op.WR_W) and \
                 self._why(model, io, st["out_valid"], rr, st["done"]) is None
@@ -271,10 +305,11 @@ class ChannelSampler:
             cv, cp, rr = inp
             if self._wrw_pending:
                 self.wrw.sample(err=MacroErr(out.err).name if out.err else "NONE")
-            self._wrw_pending = issue_wrw
+            self._wrw_pending = issue_wrw and self.bank == "dimc"   # DRAM: err is no MacroErr
             if cv or out.out_valid:
                 self.bp.sample(cmd="stalled" if cv and not out.cmd_ready else "free",
-                               out="stalled" if out.out_valid and not rr else "free")
+                               out="stalled" if out.out_valid and not rr else "free",
+                               bank=self.bank)
             if cv and out.cmd_ready:
                 st = model.state()
                 ent = next(e for e in reversed(st["ioq"] + st["cq"]) if e["seq"] == nseq)
@@ -287,8 +322,8 @@ class ChannelSampler:
 
 # ---- module ----------------------------------------------------------------------------
 def _module_rules(p):
-    pt_ops = {"WR_W", "MAC", "RD_OUT", "UNMAP", "MAC_AB"}
-    replay_ok = {"NOP", "WR_INP", "WR_W", "MAC", "RD_OUT", "MAC_AB"}
+    pt_ops = {"WR_W", "MAC", "RD_OUT", "UNMAP", "MAC_AB", "RD_SM"}
+    replay_ok = {"NOP", "WR_INP", "WR_W", "MAC", "RD_OUT", "MAC_AB", "RD_SM", "WR_PROB"}
     rules = [
         (lambda d, f: d["loop"] == "CAPTURE" and d["err"] != "NONE",
          "a captured command is copied into the loop buffer unchecked"),
@@ -296,7 +331,7 @@ def _module_rules(p):
          and d["loop"] != "CAPTURE",
          "check 1 (BAD_OPCODE) rejects an invalid opcode first"),
         (lambda d, f: d["err"] == "BAD_OPCODE" and d["op"] != "BAD",
-         "BAD_OPCODE only for opcodes >= the limit"),
+         "BAD_OPCODE only for opcodes that do not exist (spec.isa.host_op_valid)"),
         (lambda d, f: d["loop"] == "REPLAY" and d["op"] not in replay_ok | {"BAD"}
          and d["err"] != "BAD_FIELD",
          "a non-channel op in a loop body is always BAD_FIELD (check 2)"),
@@ -304,13 +339,16 @@ def _module_rules(p):
          "only ops that read the page table see UNMAPPED / NOT_OWNER"),
         (lambda d, f: d["err"] == "ALREADY_MAPPED" and d["op"] != "MAP", "only MAP"),
         (lambda d, f: d["err"] == "NOT_STRIPE" and d["op"] != "MAC_AB", "only MAC_AB"),
-        (lambda d, f: d["err"] == "BAD_FIELD" and d["op"] in ("NOP", "BARRIER")
+        (lambda d, f: d["err"] == "BAD_FIELD" and d["op"] in ("NOP", "BARRIER", "SM_ABORT")
          and d["loop"] != "REPLAY", "no fields to be out of range"),
         (lambda d, f: d["err"] == "BAD_FIELD" and d["op"] == "NOP", "NOP is legal in a loop body"),
         (lambda d, f: d["err"] == "QUEUE_FULL", "QUEUE_FULL is a dropped push (module.flow)"),
     ]
     rules.insert(0, (lambda d, f: d["op"] == "MAC_AB" and "all_bank" not in f,
                      "MAC_AB needs channel.all_bank"))
+    sm_ops = {o.name for o in SM_HOST_OPS}
+    rules.insert(0, (lambda d, f: d["op"] in sm_ops and "softmax" not in f,
+                     "the softmax opcodes need ModuleParams.softmax"))
     return rules
 
 
@@ -321,12 +359,16 @@ class ModuleSampler:
 
     def __init__(self, cov: Coverage, params):
         self.p = params
-        self.limit = host_op_limit(params)
-        ops = tuple(o.name for o in HostOp) + ("MAC_AB", "BAD")
+        sm = getattr(params, "softmax", False)
+        # the softmax ops are bins of every module (excluded without softmax), so that runs
+        # with and without it merge into one cross
+        ops = (tuple(o.name for o in HostOp) + ("MAC_AB",)
+               + tuple(o.name for o in SM_HOST_OPS) + ("BAD",))
+        feats = ({"all_bank"} if params.channel.all_bank else set()) | ({"softmax"} if sm
+                                                                         else set())
         self.cmd = cov.add(Cross("module.command", {
             "op": ops, "err": tuple(e.name for e in ModErr), "loop": tuple(
-                m.name for m in LoopMode)}, _module_rules(params),
-            {"all_bank"} if params.channel.all_bank else ()))
+                m.name for m in LoopMode)}, _module_rules(params), feats))
         ex = [(lambda d, f: d["event"] == "queue_full_drop" and "host_ready" in f
                and "no_host_ready" not in f, "with host_ready nothing is dropped"),
               (lambda d, f: d["event"] == "host_held" and "host_ready" not in f,
@@ -337,9 +379,11 @@ class ModuleSampler:
         self.chan = [ChannelSampler(cov, params.channel) for _ in range(params.n_ch)]
 
     def _op(self, op):
-        if op >= self.limit:
+        """The op's bin: "BAD" if it does not exist on this module (``host_op_valid``: e.g.
+        10 without all_bank, also with softmax), else its name (HostOpExt above 9)."""
+        if not host_op_valid(self.p, op):
             return "BAD"
-        return "MAC_AB" if op == int(HostOp.MAC_AB) else HostOp(op).name
+        return HostOp(op).name if op < len(HostOp) else HostOpExt(op).name
 
     def attach(self, model):
         for s, ch in zip(self.chan, model.channels):
@@ -367,7 +411,7 @@ class ModuleSampler:
 
         def after(ctx, inp, out):
             consumed, mode, head, ov = ctx
-            hv, hc, rr = inp
+            hv, hc, rr = inp[:3]            # (sm_ready follows with softmax)
             if model.consumed != consumed and head is not None:
                 self.cmd.sample(op=head[0], err=head[1], loop=mode)
             elif head is not None and head[1] == "NONE" and mode != "CAPTURE":

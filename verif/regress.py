@@ -1,6 +1,7 @@
 """``cimphony regress``: lockstep regressions (seeds x configurations) as tasks on Dask.
 
-    cimphony regress [--configs NAME[:FAULT] ...] [--seeds S|A-B ...] [--commands N]
+    cimphony regress [--configs NAME[:FAULT] ...] [--bank-kinds dimc|dram ...]
+                     [--seeds S|A-B ...] [--commands N | --total-commands N]
                      [--workers N | --scheduler ADDRESS] [--coverage] [--out DIR]
 
 Every task is one lockstep run (``tb.build.run_job``: the Verilated design and its golden
@@ -12,6 +13,16 @@ after the other, so the workers never build; then the tasks fan out over a Dask
 cluster (``--scheduler tcp://host:port``), with a tqdm progress bar.  The workers run in the
 client's sandbox: they read the builds under ``sim_build/`` (the same machine or a shared file
 system; a worker that finds no build builds it itself, serialised by the cache's lock).
+
+Bank kinds: every configuration has the ``bank_kind`` of its banks (``dimc``: the DIMC macro,
+``dram``: DRAM-PIM banks, docs/dram_channel.md).  ``--bank-kinds K ...`` adds the module-level
+configurations of each kind (:data:`BANK_KIND_CONFIGS`: random and malformed host streams,
+with and without a reset in mid-stream); ``--total-commands N`` splits N commands *per bank
+kind* evenly over that kind's selected configurations and the seeds (each run gets
+ceil(N / (configurations x seeds)) commands), which is how ``make bench`` runs 10^6 commands
+per bank kind (:func:`bench_bank_kinds`)::
+
+    cimphony regress --bank-kinds dimc dram --total-commands 1000000 --seeds 1-8
 
 Every mismatch is printed as it arrives, with the report of ``tb/mismatch.py`` and the
 command that re-runs exactly that run (``cimphony regress --configs X --seeds N --commands
@@ -47,8 +58,9 @@ from pathlib import Path
 
 from cimphony.cli import (env_default, out_dir, positive_int, print_table)
 
-__all__ = ["Config", "CONFIGS", "config_spec", "seed_spec", "add_arguments", "run",
-           "run_task", "reproduce_command"]
+__all__ = ["Config", "CONFIGS", "BANK_KINDS", "BANK_KIND_CONFIGS", "config_spec", "seed_spec",
+           "add_arguments", "run", "run_task", "reproduce_command", "per_run_commands",
+           "bench_bank_kinds"]
 
 
 # --- the configurations ---------------------------------------------------------------------
@@ -57,7 +69,8 @@ class Config:
     """One regression configuration: a design ``kind`` of ``tb/designs.py`` with ``params``;
     ``streams(seed, n)`` -> (input streams [[Beat]], run keyword arguments of ``run_job``,
     commands); ``n`` is ``default_n`` unless ``--commands`` is given; ``mirrors`` names the
-    ``tests/rtl`` test whose configuration and stimulus generator it reuses."""
+    ``tests/rtl`` test whose configuration and stimulus generator it reuses; ``bank_kind``
+    the kind of its banks ("dimc" or "dram")."""
     name: str
     kind: str
     params: object
@@ -65,6 +78,7 @@ class Config:
     streams: Callable
     unit: str
     mirrors: str
+    bank_kind: str = "dimc"
 
 
 def _macro(p, ready_p, gap_p=0.3):
@@ -80,19 +94,22 @@ def _beats(cmds):
     return [Beat(w, g) for w, g in cmds]
 
 
-def _channel(p):
+def _channel(p, reset=False):
     def streams(seed, n):
         from tb.stimgen import random_channel_cmds
-        return [_beats(random_channel_cmds(p, seed, n))], dict(ready_p=0.6), n
+        kw = dict(ready_p=0.6)
+        if reset:
+            kw["reset_at"] = 7 * n // 5     # tests/rtl: 5000 commands, reset at 7000
+        return [_beats(random_channel_cmds(p, seed, n))], kw, n
     return streams
 
 
-def _module(p, ready_p, reset=False):
+def _module(p, ready_p, reset=False, reset_per_cmd=4 / 3):
     def streams(seed, n):
         from tb.stimgen import random_host_cmds
         kw = dict(ready_p=ready_p)
-        if reset:
-            kw["reset_at"] = 4 * n // 3        # tests/rtl: 3000 commands, reset at 4000
+        if reset:       # tests/rtl: 3000 commands, reset at 4000 (DIMC); 2500 at 6000 (DRAM)
+            kw["reset_at"] = int(reset_per_cmd * n)
         return [_beats(random_host_cmds(p, seed, n))], kw, n
     return streams
 
@@ -107,6 +124,7 @@ def _dram(p):
 
 
 def _configs() -> dict[str, Config]:
+    from spec.dram import SHORT_TIMING
     from spec.isa import ChannelParams, ModuleParams
     from spec.params import MacroParams
     from tb.dram import SMALL_BANK
@@ -120,6 +138,16 @@ def _configs() -> dict[str, Config]:
         return ChannelParams(macro=tiny, n_banks=2, n_gbuf=2, q_depth=4, dcs=dcs,
                              all_bank=all_bank)
     mod = ModuleParams(chan(True), n_ch=2, n_vpages=8, n_req=2, fifo_depth=4, loop_len=4)
+    # DRAM-PIM banks (docs/dram_channel.md): 16 x 2 INT8 pages in 8-byte bursts (C = 4
+    # columns), SHORT_TIMING (refresh every 120 cycles): tests/rtl/test_rtl_dram_channel.py's
+    # channel and tests/rtl/test_rtl_dram_module.py's module (2 x 2 banks, host ready)
+    dsmall = MacroParams(n_in=16, n_out=2, n_sets=4, n_acc=2)
+
+    def dchan(dcs):
+        return ChannelParams(dsmall, n_banks=2, n_gbuf=2, q_depth=4, dcs=dcs, all_bank=True,
+                             bank_kind="dram", burst_bytes=8, timing=SHORT_TIMING)
+    dmod = ModuleParams(dchan(True), n_ch=2, n_vpages=8, n_req=2, fifo_depth=4, loop_len=4,
+                        host_ready=True)
     m1, m4 = macro(16, 4, 4, 4, 0), macro(16, 4, 8, 8, 2, n_sets=4)
     rtl = "tests/rtl/"
     out = [
@@ -138,13 +166,42 @@ def _configs() -> dict[str, Config]:
         Config("module_reset", "module", mod, 3000, _module(mod, 1.0, reset=True),
                "host commands", rtl + "test_rtl_module.py::test_reset_mid_stream_recovers"),
         Config("dram_bank", "dram_bank", SMALL_BANK, 8000, _dram(SMALL_BANK), "commands",
-               rtl + "test_rtl_dram_bank.py::test_random_malformed_streams_lockstep"),
+               rtl + "test_rtl_dram_bank.py::test_random_malformed_streams_lockstep",
+               bank_kind="dram"),
+        Config("dram_channel_dcs", "channel", dchan(True), 5000, _channel(dchan(True), True),
+               "commands", rtl + "test_rtl_dram_channel.py::test_random_streams_lockstep[dcs]",
+               bank_kind="dram"),
+        Config("dram_channel_inorder", "channel", dchan(False), 5000,
+               _channel(dchan(False), True), "commands",
+               rtl + "test_rtl_dram_channel.py::test_random_streams_lockstep[inorder]",
+               bank_kind="dram"),
+        Config("dram_module", "module", dmod, 2500, _module(dmod, 0.6), "host commands",
+               rtl + "test_rtl_dram_module.py::test_random_malformed_streams_lockstep[0]",
+               bank_kind="dram"),
+        Config("dram_module_reset", "module", dmod, 2500,
+               _module(dmod, 0.7, reset=True, reset_per_cmd=6000 / 2500), "host commands",
+               rtl + "test_rtl_dram_module.py::test_random_malformed_streams_lockstep[2]",
+               bank_kind="dram"),
     ]
     return {c.name: c for c in out}
 
 
 #: the fixed registry of configurations, by name
 CONFIGS: dict[str, Config] = _configs()
+#: the bank kinds of the configurations
+BANK_KINDS = ("dimc", "dram")
+#: ``--bank-kinds K``: the module-level configurations of bank kind K (random and malformed
+#: host streams through the whole module, without and with a reset in mid-stream)
+BANK_KIND_CONFIGS: dict[str, tuple[str, ...]] = {
+    "dimc": ("module", "module_reset"),
+    "dram": ("dram_module", "dram_module_reset"),
+}
+
+
+def per_run_commands(total: int, n_configs: int, n_seeds: int) -> int:
+    """Commands per run when ``total`` commands are split over ``n_configs`` configurations
+    x ``n_seeds`` seeds (rounded up: the runs together give at least ``total``)."""
+    return -(-total // (n_configs * n_seeds))
 
 
 def faults(kind: str) -> tuple[str, ...]:
@@ -232,9 +289,18 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     default=env_default("SEED", "1-4"),
                     help="seeds (each >= 0) or inclusive ranges of them; every configuration "
                          "runs every seed (default: $SEED, else 1-4)")
-    ap.add_argument("--commands", type=positive_int, metavar="N", default=None,
-                    help="commands per run (requests for the macro configurations) instead "
-                         "of each configuration's default")
+    ap.add_argument("--bank-kinds", nargs="+", choices=BANK_KINDS, metavar="KIND",
+                    default=None,
+                    help="add the module-level configurations of these bank kinds, of "
+                         + "; ".join(f"{k}: {' '.join(v)}" for k, v in BANK_KIND_CONFIGS.items()))
+    cmd = ap.add_mutually_exclusive_group()
+    cmd.add_argument("--commands", type=positive_int, metavar="N", default=None,
+                     help="commands per run (requests for the macro configurations) instead "
+                          "of each configuration's default")
+    cmd.add_argument("--total-commands", type=positive_int, metavar="N", default=None,
+                     help="N commands per bank kind, split evenly over that kind's selected "
+                          "configurations and the seeds (e.g. 1000000 with --bank-kinds dimc "
+                          "dram: 10^6 per kind)")
     ap.add_argument("--workers", type=positive_int, metavar="N",
                     default=env_default("JOBS", 2),
                     help="LocalCluster worker processes, one thread each; ignored with "
@@ -379,18 +445,64 @@ def _err_record(name, fault, seed, n, e: BaseException, tb_text: str) -> dict:
                 report=None, worker=None)
 
 
+def _selected(a) -> list[tuple[str, str | None]]:
+    """The (configuration, fault) pairs of ``--configs`` and ``--bank-kinds`` (in that order,
+    each once); all configurations if neither is given."""
+    kinds = getattr(a, "bank_kinds", None) or []
+    if not a.configs and not kinds:
+        return [(n, None) for n in CONFIGS]
+    out = list(a.configs or [])
+    for k in kinds:
+        out += [(n, None) for n in BANK_KIND_CONFIGS[k] if (n, None) not in out]
+    return out
+
+
+def bench_bank_kinds(total: int = 1_000_000, kinds=BANK_KINDS, seeds=range(1, 9), *,
+                     workers: int = 2, out: Path | str = Path("build/bench/regress"),
+                     scheduler: str | None = None, connect_timeout: int = 30) -> dict:
+    """``total`` random and malformed host commands per bank kind of ``kinds`` through the
+    module-level configurations (:data:`BANK_KIND_CONFIGS`) in lockstep, as ``cimphony
+    regress --bank-kinds KINDS --total-commands TOTAL --seeds SEEDS`` (what ``make bench``
+    runs).  Returns ``OUT/regress.json`` plus ``rc`` (0: no mismatch) and ``per_kind``
+    {kind: {commands, cycles, runs, mismatches, wall_s, cycles_per_s}}."""
+    ns = argparse.Namespace(configs=None, bank_kinds=list(kinds), seeds=list(seeds),
+                            commands=None, total_commands=total, workers=workers,
+                            scheduler=scheduler, connect_timeout=connect_timeout,
+                            coverage=False, out=Path(out))
+    rc = run(ns)
+    doc = json.loads((Path(out) / "regress.json").read_text())
+    per = {}
+    for k in kinds:
+        rs = [r for r in doc["runs"] if CONFIGS[r["config"]].bank_kind == k]
+        wall = sum(r["wall_s"] for r in rs)
+        per[k] = dict(configs=list(BANK_KIND_CONFIGS[k]), runs=len(rs),
+                      commands=sum(r["commands"] for r in rs),
+                      cycles=sum(r["cycles"] for r in rs),
+                      mismatches=sum(1 for r in rs if not r["ok"]), wall_s=round(wall, 1),
+                      cycles_per_s=round(sum(r["cycles"] for r in rs) / wall) if wall else 0)
+    doc["rc"], doc["per_kind"] = rc, per
+    return doc
+
+
 def run(a) -> int:
     """Entry point of ``cimphony regress`` (parsed options ``a``)."""
     import traceback
     from tqdm import tqdm
     from tb import mismatch as M
     from tb.build import COVERAGE_ENV, build
-    selected = a.configs or [(n, None) for n in CONFIGS]
+    selected = _selected(a)
     seeds = list(a.seeds)
     out = Path(a.out)
     waves = M.waves_requested()
     cov_root = (out / "coverage").resolve() if a.coverage else None
-    tasks = [(name, fault, s, a.commands or CONFIGS[name].default_n)
+    per_kind = {}
+    if getattr(a, "total_commands", None):
+        for k in BANK_KINDS:
+            n_k = sum(1 for name, _ in selected if CONFIGS[name].bank_kind == k)
+            if n_k:
+                per_kind[k] = per_run_commands(a.total_commands, n_k, len(seeds))
+    tasks = [(name, fault, s, a.commands or per_kind.get(CONFIGS[name].bank_kind)
+              or CONFIGS[name].default_n)
              for name, fault in selected for s in seeds]
     t_start = time.monotonic()
     try:
@@ -474,6 +586,7 @@ def _report(a, out: Path, records, builds, coverage, cluster, seeds, *, wall, ru
     print()
     print_table(("config", "seeds", "commands", "cycles", "mismatches", "wall s"), rows)
     doc = dict(cluster=cluster, seeds=seeds, commands_option=a.commands,
+               total_commands_option=getattr(a, "total_commands", None),
                wall_s=round(wall, 2), runs_wall_s=round(runs_wall, 2),
                commands=tot_cmd, cycles=tot_cyc,
                commands_per_s=round(tot_cmd / runs_wall, 1) if runs_wall > 0 else None,

@@ -23,9 +23,10 @@ KNOWN = ("dimc_macro", "pim_channel", "pim_module", "dram_bank", "softmax_unit",
 
 @dataclass(frozen=True)
 class Run:
-    """One lockstep run: ``kind`` (macro / channel / module), its params, ``stim(seed)`` ->
-    the stimulus (a :class:`model.stimulus.Stimulus` for the macro, a command list
-    otherwise) and the run's keyword arguments (``out_ready_p``, ``reset_at``)."""
+    """One lockstep run: ``kind`` (macro / channel / module / dram: the DRAM bank alone), its
+    params, ``stim(seed)`` -> the stimulus (a :class:`model.stimulus.Stimulus` for the
+    macro, a command list otherwise) and the run's keyword arguments (``out_ready_p``,
+    ``reset_at``, ``sm_ready_p``; a callable value is called with the seed)."""
     name: str
     kind: str
     params: object
@@ -60,6 +61,83 @@ def _with_bad_rows(stim):
         fixed.append(Beat(b.payload, b.gap, a))
     return Stimulus(p, fixed, list(stim.req), ready_p=stim.ready_p, seed=stim.seed,
                     note=stim.note + " + bad rows")
+
+
+def push_cycles(cmds) -> list[int]:
+    """The cycle each host command of ``cmds`` [(word, gap)] is pushed in, without
+    ``host_ready`` (no push waits): command 0 in cycle ``gap_0``, command i in
+    ``t_{i-1} + 1 + gap_i`` (``ModuleModel.run``)."""
+    out, t = [], -1
+    for i, (_, gap) in enumerate(cmds):
+        t = gap if i == 0 else t + 1 + gap
+        out.append(t)
+    return out
+
+
+#: the idle gap after the long loop of :func:`wide_field_cmds` (its replay takes 65,535
+#: cycles, one rejected command each); the mid-stream reset falls in it
+LONG_LOOP_GAP = 70_000
+
+
+def wide_field_cmds(p, seed: int, n: int) -> tuple[list[tuple[int, int]], int]:
+    """(host commands, reset cycle) of the module run that toggles the wide host fields and
+    counters which :func:`tb.stimgen.random_host_cmds` keeps in range (their high bits are
+    otherwise the module's toggle holes):
+
+    1. ``n // 2`` commands of ``random_host_cmds``;
+    2. 240 commands with every field random over its full width (opcodes LOOP and SET_TOK
+       moved to 15, BAD_OPCODE: no unbounded loop), interleaved with SET_TOKs of random
+       16-bit counts for each requester and 4-command LOOPs (trip 1..3) that capture
+       random words (a captured command is copied unchecked: every ``lbuf`` bit);
+    3. the long loop: SET_TOK 0xFFFF, LOOP n=1 per=0 vps=os=0xFF around one MAC, replayed
+       65,535 times (offsets up to 0xFEFF01: every bit of ``vp_off`` / ``o_off`` /
+       ``iter`` / ``trip`` below bit 16; every replay past the first is BAD_FIELD, so
+       ``err_count`` saturates), then :data:`LONG_LOOP_GAP` idle cycles with the reset in
+       the middle (every saturated bit falls);
+    4. ``n // 2`` more commands of ``random_host_cmds`` (another seed).
+    For a module without ``host_ready`` (pushes are never held, so the reset cycle is
+    exact)."""
+    import random
+
+    from spec.isa import HostOp, host_encode, host_fields
+    from tb.stimgen import random_host_cmds
+    if p.host_ready or p.softmax:
+        raise ValueError("wide_field_cmds: for a module without host_ready / softmax")
+    rng = random.Random(seed)
+    hf = host_fields(p)
+    width = sum(f.width for f in hf.values())
+    op_f = hf["op"]
+    cmds = list(random_host_cmds(p, seed, n // 2))
+    R = p.n_req
+
+    def garbage():
+        w = rng.getrandbits(width)
+        op = (w >> op_f.offset) & ((1 << op_f.width) - 1)
+        if op in (int(HostOp.LOOP), int(HostOp.SET_TOK)):
+            w |= ((1 << op_f.width) - 1) << op_f.offset          # -> 15: BAD_OPCODE
+        return w
+    for k in range(240):
+        cmds.append((garbage(), rng.choice((0, 0, 1, 3))))
+        if k % 16 == 0:
+            for r in range(R):
+                cmds.append((host_encode(p, int(HostOp.SET_TOK), rid=r,
+                                         count=rng.getrandbits(16)), 0))
+        if k % 40 == 20:
+            r = rng.randrange(R)
+            cmds.append((host_encode(p, int(HostOp.SET_TOK), rid=r,
+                                     count=rng.randint(1, 3)), 0))
+            cmds.append((host_encode(p, int(HostOp.LOOP), rid=r, n=p.loop_len, per=0,
+                                     vps=rng.getrandbits(8), os=rng.getrandbits(8)), 0))
+            cmds += [(rng.getrandbits(width), 0) for _ in range(p.loop_len)]
+            cmds.append((host_encode(p, int(HostOp.NOP)), 40))   # the replay drains
+    cmds.append((host_encode(p, int(HostOp.SET_TOK), rid=0, count=0xFFFF), 30))
+    cmds.append((host_encode(p, int(HostOp.LOOP), rid=0, n=1, per=0, vps=0xFF, os=0xFF), 0))
+    cmds.append((host_encode(p, int(HostOp.MAC), chmask=1, rid=0, vp=0, g=0, o=0), 0))
+    reset = push_cycles(cmds)[-1] + LONG_LOOP_GAP // 2 + 65_535 // 2
+    tail = random_host_cmds(p, seed + 7, max(8, n // 2))
+    cmds.append((tail[0][0], LONG_LOOP_GAP + tail[0][1]))
+    cmds += tail[1:]
+    return cmds, reset
 
 
 def runs(scale: float = 1.0) -> list[Run]:
@@ -108,17 +186,62 @@ def runs(scale: float = 1.0) -> list[Run]:
         Run("module_v2", "module", mod_v2, lambda s: random_host_cmds(mod_v2, s, n(3000)),
             {"out_ready_p": 0.5}),
     ]
+    # the module's wide host fields and counters (toggle holes of the runs above): same build
+    # as module_rand
+    out.append(Run("module_fields", "module", mod,
+                   lambda s: wide_field_cmds(mod, s, n(1500))[0],
+                   {"out_ready_p": 0.5, "reset_at": lambda s: wide_field_cmds(mod, s,
+                                                                              n(1500))[1]}))
+    # the new RTL of this round: the DRAM-PIM bank alone, the DRAM-PIM channel (both
+    # policies), the module with the softmax unit, a module of DRAM channels
+    from spec.dram import SHORT_TIMING
+    from tb.dram import SMALL_BANK, random_dram_cmds
+    out.append(Run("dram_bank", "dram", SMALL_BANK,
+                   lambda s: random_dram_cmds(SMALL_BANK, s, n(6000)),
+                   {"reset_at": n(6000) * 2}))
+    dm = MacroParams(n_in=16, n_out=2, n_sets=4, n_acc=2)
+    for d in (True, False):
+        p = ChannelParams(dm, n_banks=2, n_gbuf=2, q_depth=4, dcs=d, all_bank=True,
+                          bank_kind="dram", burst_bytes=8, timing=SHORT_TIMING)
+        tag = "dcs" if d else "inorder"
+        out.append(Run(f"channel_dram_{tag}", "channel", p,
+                       lambda s, p=p: random_channel_cmds(p, s, n(2500)),
+                       {"out_ready_p": 0.6, "reset_at": n(2500) * 3}))
+    smm = MacroParams(n_in=8, n_out=4, w_bits=8, x_bits=8, n_sets=4, n_acc=4, tree_stages=0)
+    mod_sm = ModuleParams(ChannelParams(smm, n_banks=2, n_gbuf=2, q_depth=4), n_ch=2,
+                          n_vpages=16, n_req=2, fifo_depth=4, loop_len=4, softmax=True,
+                          sm_context=32, host_ready=True)
+    out.append(Run("module_softmax", "module", mod_sm,
+                   lambda s: random_host_cmds(mod_sm, s, n(3000)),
+                   {"out_ready_p": 0.6, "sm_ready_p": 0.5}))
+    mod_dram = ModuleParams(ChannelParams(dm, n_banks=2, n_gbuf=2, q_depth=4, dcs=True,
+                                          all_bank=True, bank_kind="dram", burst_bytes=8,
+                                          timing=SHORT_TIMING),
+                            n_ch=2, n_vpages=8, n_req=2, fifo_depth=4, loop_len=4,
+                            host_ready=True)
+    out.append(Run("module_dram", "module", mod_dram,
+                   lambda s: random_host_cmds(mod_dram, s, n(2500)),
+                   {"out_ready_p": 0.5, "reset_at": n(2500) * 4}))
     return out
+
+
+def _kw(r: Run, seed: int) -> dict:
+    """The run's keyword arguments, a callable value evaluated for ``seed``."""
+    return {k: (v(seed) if callable(v) else v) for k, v in r.kw.items()}
 
 
 def _lockstep(r: Run, seed: int) -> dict:
     from tb.build import run_channel_lockstep, run_lockstep, run_module_lockstep
+    from tb.dram import run_dram_lockstep
     stim = r.stim(seed)
+    kw = _kw(r, seed)
     if r.kind == "macro":
         return run_lockstep(r.params, stim, label=r.name)
+    if r.kind == "dram":
+        return run_dram_lockstep(r.params, stim, seed=seed, label=r.name, **kw)
     if r.kind == "channel":
-        return run_channel_lockstep(r.params, stim, seed=seed, label=r.name, **r.kw)
-    return run_module_lockstep(r.params, stim, seed=seed, label=r.name, **r.kw)
+        return run_channel_lockstep(r.params, stim, seed=seed, label=r.name, **kw)
+    return run_module_lockstep(r.params, stim, seed=seed, label=r.name, **kw)
 
 
 def run_code_coverage(selected: list[Run], out: str | Path, *, seed: int = 1,
@@ -159,6 +282,8 @@ def run_functional(selected: list[Run], *, seed: int = 1, cov=None):
     from verif import functional as F
     cov = cov or F.Coverage()
     for r in selected:
+        if r.kind == "dram":         # the bank alone: its commands are no channel's
+            continue
         stim = r.stim(seed)
         if r.kind == "macro":
             m = F.MacroSampler(cov, r.params).attach(MacroModel(r.params))

@@ -27,7 +27,9 @@ from amaranth.hdl import Value
 from amaranth.lib import wiring
 
 __all__ = ["ToolMissing", "iverilog", "ports_of", "verilog_ports", "kick_comb", "strip_init",
-           "component_verilog", "macro_preload", "run_xcheck", "check_component", "STANDARD"]
+           "written_memories", "component_verilog", "macro_preload", "channel_preload",
+           "dram_channel_params", "softmax_module_params", "run_xcheck", "check_component",
+           "STANDARD"]
 
 TB_MODULE = "verif.xcheck_tb"
 _REG_INIT = re.compile(r"^(\s*reg\s+(?:signed\s+)?(?:\[[^\]]*\]\s*)?(\\\S+\s|\w+)\s*)=[^;]*;",
@@ -90,12 +92,32 @@ def kick_comb(text: str) -> str:
                                   f"{m.group(1)}initial #1 {m.group(2)}  = 1'b0;", text)
 
 
-def strip_init(text: str) -> str:
+_MEM_INIT = re.compile(r"^\s*initial begin\n((?:\s*(\\\S+ |\w+)\[\d+\] = [^;]*;\n)+)"
+                       r"\s*end\n", re.M)
+
+
+def written_memories(text: str) -> set:
+    """Names of the memories (``reg [..] name [..];``) that some ``always`` block writes
+    (``name[addr] <=`` or ``name[addr][bits] <=``): RAMs, as opposed to ROMs (the softmax
+    unit's exp table), whose initial contents are the design."""
+    mems = set(re.findall(r"^\s*reg\s+(?:\[[^\]]*\]\s*)?(\\\S+ |\w+)\s*\[[^\]]*\];",
+                          text, re.M))
+    return {m for m in mems if re.search(rf"^\s*{re.escape(m.strip())}\s*\[[^\n]*<=", text,
+                                          re.M)}
+
+
+def strip_init(text: str, memories: bool = True) -> str:
     """``text`` with every ``reg ... = value;`` initialiser removed (the backend's
-    ``dump_module`` trigger of ``always @*`` blocks is kept)."""
+    ``dump_module`` trigger of ``always @*`` blocks is kept) and, with ``memories``, the
+    ``initial`` blocks that fill a written memory (:func:`written_memories`: the DRAM bank's
+    cell array and read FIFO; a ROM keeps its contents)."""
     def sub(m):
         return m.group(0) if "dump_module" in m.group(2) else m.group(1).rstrip() + ";"
-    return _REG_INIT.sub(sub, text)
+    out = _REG_INIT.sub(sub, text)
+    if memories:
+        ram = {m.strip() for m in written_memories(out)}
+        out = _MEM_INIT.sub(lambda m: "" if m.group(2).strip() in ram else m.group(0), out)
+    return out
 
 
 def component_verilog(dut: wiring.Component, init: bool = True) -> tuple[str, str]:
@@ -117,6 +139,39 @@ def macro_preload(params) -> list[dict]:
         for r in range(params.n_in):
             cycles.append({"wr__valid": 1, "wr__payload": (r << f["row"].offset)
                            | (s << f["set"].offset), "res__ready": 1})
+    return cycles
+
+
+def channel_preload(params) -> list[dict]:
+    """Input cycles that write every GBuf entry (WR_INP) and every weight row of every set
+    of every bank (WR_W; a DRAM channel: every column burst of every row) with zeros, then
+    every OBuf entry of every bank (a MAC of those zeros, ``acc = 0``), ``out.ready`` high.
+
+    The testbench does not look at ``cmd.ready``, so the cycles come from the golden model
+    (:class:`model.channel.ChannelModel`, equal to the RTL in every cycle from reset: the
+    lockstep runs): each command is offered until the model takes it; then the cycles until
+    the channel is idle, so every write has landed before the random inputs start."""
+    from model.channel import ChannelModel
+    from spec.isa import Op, encode
+    m = params.macro
+    rows = (m.n_in * m.n_out // params.burst_bytes if params.bank_kind == "dram"
+            else m.n_in)
+    words = [encode(params, Op.WR_INP, g=g, data=0) for g in range(params.n_gbuf)]
+    words += [encode(params, Op.WR_W, bank=b, set=s, row=r, data=0)
+              for b in range(params.n_banks) for s in range(m.n_sets) for r in range(rows)]
+    words += [encode(params, Op.MAC, bank=b, set=0, g=0, o=o, acc=0)
+              for b in range(params.n_banks) for o in range(m.n_acc)]
+    model = ChannelModel(params)
+    model.reset()
+    cycles, k = [], 0
+    while k < len(words) or not model.peek_idle():
+        if len(cycles) > 100 * len(words) + 1000:
+            raise RuntimeError("channel_preload: the channel does not take the preload")
+        v = int(k < len(words))
+        w = words[k] if v else 0
+        o = model.step(v, w, 1)
+        cycles.append({"cmd__valid": v, "cmd__payload": w, "out__ready": 1})
+        k += v and o.cmd_ready
     return cycles
 
 
@@ -195,9 +250,40 @@ def _macro(init):
     return check
 
 
+def dram_channel_params():
+    """The DRAM-PIM channel of the checks: 2 banks of 4 rows x 4 columns of 8 bytes
+    (``tests/rtl/test_rtl_dram_channel.py``'s, SHORT_TIMING: a refresh every 120 cycles)."""
+    from spec.dram import SHORT_TIMING
+    from spec.isa import ChannelParams
+    from spec.params import MacroParams
+    return ChannelParams(MacroParams(n_in=16, n_out=2, n_sets=4, n_acc=2), n_banks=2,
+                         n_gbuf=2, q_depth=4, dcs=True, all_bank=True, bank_kind="dram",
+                         burst_bytes=8, timing=SHORT_TIMING)
+
+
+def softmax_module_params():
+    """The module with the softmax unit of ``tests/rtl/test_rtl_module_softmax.py``."""
+    from spec.isa import ChannelParams, ModuleParams
+    from spec.params import MacroParams
+    m = MacroParams(n_in=8, n_out=4, w_bits=8, x_bits=8, n_sets=4, n_acc=4, tree_stages=0)
+    return ModuleParams(ChannelParams(m, n_banks=2, n_gbuf=2, q_depth=4), n_ch=2,
+                        n_vpages=16, n_req=2, fifo_depth=4, loop_len=4, softmax=True,
+                        sm_context=32, host_ready=True)
+
+
 def _channel(out, cycles=400, seed=1):
     from hdl.channel import PimChannel
     return check_component(PimChannel(_configs()[1]), out, cycles=cycles, seed=seed)
+
+
+def _dram_channel(init, preload=True):
+    def check(out, cycles=400, seed=1):
+        from hdl.channel import PimChannel
+        p = dram_channel_params()
+        pre = channel_preload(p) if preload else ()
+        return check_component(PimChannel(p), out, init=init, cycles=max(
+            cycles, 2 * len(pre) + 400), seed=seed, preload=pre)
+    return check
 
 
 def _module(out, cycles=400, seed=1):
@@ -205,8 +291,16 @@ def _module(out, cycles=400, seed=1):
     return check_component(PimModule(_configs()[2]), out, cycles=cycles, seed=seed)
 
 
+def _module_sm(out, cycles=400, seed=1):
+    from hdl.module import PimModule
+    return check_component(PimModule(softmax_module_params()), out, cycles=cycles, seed=seed)
+
+
 STANDARD = {"macro_init": _macro(True), "macro_noinit": _macro(False),
-            "channel_init": _channel, "module_init": _module}
+            "channel_init": _channel, "channel_dram_init": _dram_channel(True, False),
+            "channel_dram_noinit": _dram_channel(False), "module_init": _module,
+            "module_softmax_init": _module_sm}
 """The checks of ``cimphony verify xcheck``: name -> callable(out, cycles, seed) -> result
-(small macro as exported and with no initial values + preload; channel and module as
-exported)."""
+(small macro as exported and with no initial values + preload; the DIMC channel, the DRAM
+channel, the module and the module with the softmax unit as exported; the DRAM channel with
+no initial values, its cell arrays and GBuf written first by :func:`channel_preload`)."""

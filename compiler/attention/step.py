@@ -2,7 +2,8 @@
 (WR_INP of the query chunks, MACs kt-major over U key blocks, RD_OUTs; or a LOOP over the
 request's token count) and the SV passes (one probability tile per token chunk, dim-chunk MACs,
 deferred RD_OUTs), lanes interleaved group by group (docs/compiler.md, "Attention on one
-module")."""
+module").  Under TCP every channel gets its own tile of a chunk: one WR_INP per channel, or with
+``p.wide_inp`` K > 1 one multicast WR_INP (``multi`` = 1) per K channels."""
 from __future__ import annotations
 
 import math
@@ -23,6 +24,7 @@ def build_step(p: ModuleParams, reqs: list, streams: list, heads: dict, tcp: boo
     C, E, G = p.n_ch, m.n_acc, cp.n_gbuf
     NI, NO = m.n_in, m.n_out
     Cs = C if tcp else 1
+    K, DB = p.wide_inp, cp.data_bits        # tiles per multicast WR_INP beat, bits per tile
     allmask = (1 << C) - 1
     enc = lambda op, **f: host_encode(p, op, **f)          # noqa: E731
 
@@ -118,11 +120,23 @@ def build_step(p: ModuleParams, reqs: list, streams: list, heads: dict, tcp: boo
             for tc in range(tc_live):
                 g = nxt_g(lane, 1)[0]
                 grp = []
+                tiles = []                  # (mask, tile) of each WR_INP of this chunk
                 for c in (range(C) if tcp else [None]):
                     toks = chan_tokens(r.T, c if tcp else 0, C, tcp)[tc * NI:(tc + 1) * NI]
                     cm = (1 << c) if tcp else mask
-                    grp.append(enc(HostOp.WR_INP, chmask=cm, g=g,
-                                   data=pack_vec(pad(hd["wq"][qi, toks], NI), m.x_bits)))
+                    tiles.append((cm, pack_vec(pad(hd["wq"][qi, toks], NI), m.x_bits)))
+                if tcp and K > 1:           # multicast: tile k to the k-th masked channel
+                    for i in range(0, C, K):
+                        part = tiles[i:i + K]
+                        if len(part) == 1:  # a lone channel: a plain WR_INP
+                            grp.append(enc(HostOp.WR_INP, chmask=part[0][0], g=g,
+                                           data=part[0][1]))
+                            continue
+                        grp.append(enc(HostOp.WR_INP, chmask=sum(cm for cm, _ in part), g=g,
+                                       multi=1, data=sum(d << (k * DB) for k, (_, d)
+                                                         in enumerate(part))))
+                else:
+                    grp += [enc(HostOp.WR_INP, chmask=cm, g=g, data=d) for cm, d in tiles]
                 for dc in range(dc_n):
                     vp = vv0 + tc * dc_n + dc
                     b = bank_of[vp]

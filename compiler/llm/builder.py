@@ -20,7 +20,7 @@ _MAC_AB = MAC_AB
 _WAIT = HCmd(WAIT)
 _new = tuple.__new__
 assert HCmd._fields == ("op", "chmask", "rid", "vp", "pp", "row", "g", "o", "acc", "n", "per",
-                        "vps", "os", "count", "bank", "set")
+                        "vps", "os", "count", "bank", "set", "multi")
 
 
 class Builder:
@@ -42,23 +42,38 @@ class Builder:
     # count bank set)
     def mac(self, mask, rid, bank, s, g, o, acc):
         return _new(HCmd, (_MAC, mask, rid, s * self.B + bank, 0, 0, g, o, acc, 0, 0, 0, 0, 0,
-                           bank, s))
+                           bank, s, 0))
 
     def mac_ab(self, mask, rid, s, g, o, acc):
         """All-bank MAC on the stripe of set ``s`` (vp of bank 0)."""
         return _new(HCmd, (_MAC_AB, mask, rid, s * self.B, 0, 0, g, o, acc, 0, 0, 0, 0, 0,
-                           0, s))
+                           0, s, 0))
 
     def rd(self, mask, rid, bank, s, o):
         return _new(HCmd, (_RD_OUT, mask, rid, s * self.B + bank, 0, 0, 0, o, 0, 0, 0, 0, 0, 0,
-                           bank, s))
+                           bank, s, 0))
 
-    def wi(self, mask, g):
-        return _new(HCmd, (_WR_INP, mask, 0, 0, 0, 0, g, 0, 0, 0, 0, 0, 0, 0, -1, -1))
+    def wi(self, mask, g, multi=0):
+        """WR_INP into GBuf entry ``g`` of the channels of ``mask``: the same tile to each
+        (``multi`` 0), or one tile per channel in one host beat (``multi`` 1, a module with
+        ``wide_inp`` >= popcount(mask))."""
+        return _new(HCmd, (_WR_INP, mask, 0, 0, 0, 0, g, 0, 0, 0, 0, 0, 0, 0, -1, -1, multi))
+
+    def tile_masks(self, chans) -> list:
+        """(mask, multi) of the WR_INPs giving each channel of ``chans`` its own tile: one
+        per channel, or with ``wide_inp`` K > 1 one multicast WR_INP per K channels."""
+        K = self.sp.wide_inp
+        if K == 1:
+            return [(1 << c, 0) for c in chans]
+        out = []
+        for i in range(0, len(chans), K):
+            grp = chans[i:i + K]
+            out.append((sum(1 << c for c in grp), int(len(grp) > 1)))
+        return out
 
     def ww(self, mask, rid, bank, s, row):
         return _new(HCmd, (_WR_W, mask, rid, s * self.B + bank, 0, row, 0, 0, 0, 0, 0, 0, 0, 0,
-                           bank, s))
+                           bank, s, 0))
 
     # ---- GEMV
     def gemv(self, key: str, b: int) -> tuple[list, dict]:
@@ -231,14 +246,15 @@ class Builder:
         tc_live = math.ceil(un.nloc / self.sp.n_in)
         nfull, tail = divmod(tc_live, Lr)
         rid = st.rid
-        wmasks = [1 << c for c in chans] if un.c is None else [mask]
+        # TCP (one stream over every channel): a probability tile per channel per token chunk
+        wmasks = self.tile_masks(chans) if un.c is None else [(mask, 0)]
         ab = lay.sv_ab
 
         def chunks(t0, t1):
             cmds = []
             for tc in range(t0, t1):
                 g = (g0 + tc) % G
-                cmds += [self.wi(m, g) for m in wmasks]
+                cmds += [self.wi(m, g, mu) for m, mu in wmasks]
                 if ab:                      # a token chunk is dc_n / B stripes
                     for jj in range(dc_n // B):
                         s = self.vpage(st.P0 + tc * dc_n + jj * B)[1]

@@ -374,8 +374,16 @@ def test_documented_widths():
         if name != "data":
             assert cells[1].split(", ")[k] == str(f.width), f"isa.md: width of {name}"
         assert cells[2].split(", ")[k].split(" ")[0] == str(f.offset), f"isa.md: offset of {name}"
-    assert rows["multi"][2] == str(wide["multi"].offset)
-    assert f"({wide['data'].offset} with `wide_inp` > 1)" in rows["data"][2]
+    # with the channels' block post-processing stage: fmt and xs before multi / data
+    from spec.blockfmt import FMT_BITS, XS_BITS
+    assert (rows["fmt"][1], rows["xs"][1]) == (str(FMT_BITS), str(XS_BITS))
+    assert (rows["fmt"][2], rows["xs"][2]) == (str(hf["data"].offset),
+                                               str(hf["data"].offset + FMT_BITS))
+    shift = FMT_BITS + XS_BITS
+    assert rows["multi"][2] == f"{wide['multi'].offset} ({wide['multi'].offset + shift} with `post`)"
+    assert rows["data"][2] == (f"{hf['data'].offset} ({wide['data'].offset} with `wide_inp` > 1; "
+                               f"{hf['data'].offset + shift} / {wide['data'].offset + shift} "
+                               f"with `post`)")
     assert f"one word of {hf['data'].offset} bits of fields" in _text("isa.md")
     assert rows["chan"][2].startswith(str(of["chan"].width)), "isa.md: width of chan"
 

@@ -1,6 +1,8 @@
 """Decode-step attention programs (compiler/attention) on the cycle-exact module model."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,39 @@ def test_minilm_real_text():
         prog = A.build_program(p, reqs, part, "dpa", part == "TCP")
         run, dec, _ = A.run_program(prog, step_metrics=False)
         _check(prog, run, dec)
+
+
+@pytest.mark.parametrize("K", [2, 3, 4])
+@pytest.mark.parametrize("loop", [False, True])
+def test_tcp_multicast_wr_inp_is_bit_exact_and_saves_host_beats(K, loop, seed):
+    """wide_inp K on a 4-channel module: each SV token chunk's 4 per-channel probability tiles
+    become ceil(4 / K) WR_INPs (multicast over up to K channels: tile k to the k-th masked
+    channel), the decode stays bit-exact (a tile in the wrong channel would not be), and the
+    performance model equals the golden model on the program."""
+    from dataclasses import replace
+    from perf.program import from_host_words
+    from perf.sim import SimParams, simulate
+    from spec.isa import HostOp, host_fields
+    base = replace(SMALL, n_ch=4, n_vpages=64)
+    wide = replace(base, wide_inp=K)
+    reqs = _reqs("d32", seed)
+    progs = {p.wide_inp: A.build_program(p, reqs, "TCP", "dpa", loop) for p in (base, wide)}
+    for p in (base, wide):
+        run, dec, _ = A.run_program(progs[p.wide_inp], step_metrics=False)
+        _check(progs[p.wide_inp], run, dec)
+        res = simulate(SimParams.from_module(p), from_host_words(p, progs[p.wide_inp].cmds))
+        assert (res.cycles, res.stats["busy"]) == (run.cycles, sum(run.busy_cycles))
+    hf = host_fields(wide)
+
+    def f(w, k):
+        return (w >> hf[k].offset) & ((1 << hf[k].width) - 1)
+    wi = [w for w, _ in progs[K].cmds if f(w, "op") == int(HostOp.WR_INP)]
+    multi = [w for w in wi if f(w, "multi")]
+    n1 = sum(1 for w, _ in progs[1].cmds if w & 0xF == int(HostOp.WR_INP)
+             and ((w >> hf["chmask"].offset) & 0xF).bit_count() == 1)
+    chunks = n1 // 4
+    assert chunks >= 1
+    assert len(multi) == chunks * (4 // K)                    # full groups of K channels
+    assert {f(w, "chmask") for w in multi} == {((1 << K) - 1) << c0
+                                               for c0 in range(0, 4 - K + 1, K)}
+    assert len(progs[1].cmds) - len(progs[K].cmds) == chunks * (4 - math.ceil(4 / K))

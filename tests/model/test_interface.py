@@ -28,8 +28,18 @@ def test_models_satisfy_the_protocol(name):
     assert isinstance(m, GoldenModel)
     sig = inspect.signature(m.reset)
     assert list(sig.parameters) == ["power_up"] and sig.parameters["power_up"].default is False
-    # step takes exactly the declared inputs, in order, and returns a namedtuple of outputs
-    assert list(inspect.signature(m.step).parameters) == [n for n, _ in m.inputs]
+    # step takes the declared inputs, in order, and returns a namedtuple of outputs; a further
+    # parameter is an input of an option that is off here (it has a default: the module's
+    # sm_ready without the softmax unit), and it is declared when the option is on
+    params = inspect.signature(m.step).parameters
+    names = [n for n, _ in m.inputs]
+    assert list(params)[:len(names)] == names
+    assert all(params[n].default is not inspect.Parameter.empty for n in list(params)[len(names):])
+    if name == "module":
+        sm = ModuleModel(ModuleParams(channel=ChannelParams(
+            macro=MacroParams(n_in=4, n_out=2, n_acc=2, tree_stages=0), n_banks=2, n_gbuf=2,
+            q_depth=2), n_ch=2, n_vpages=4, n_req=2, fifo_depth=2, loop_len=2, softmax=True))
+        assert [n for n, _ in sm.inputs] == list(params)
     s0 = m.state()
     assert isinstance(s0, dict) and s0["cycle"] == 0
     o = m.step(*[0] * len(m.inputs))

@@ -5,8 +5,9 @@ result beats for the same host program, over a matrix of configurations (channel
 GBuf/OBuf entries, queue and FIFO depths, macro timing, scheduling, partitioning, allocation,
 hardware loops, context lengths); its closed-form extrapolation of periodic loops must not
 change any number.  The RTL equals the golden model by lockstep; test_perf_rtl.py closes the
-loop on a subset.  The DRAM back-end has no RTL: its timing rules are checked against formulas
-written from the DramTiming constants.
+loop on a subset.  The DRAM back-end's timing rules (docs/dram_channel.md) are checked here
+against formulas written from the DramTiming constants, and against the golden model of a DRAM
+channel in tests/perf/test_perf_dram_rtl.py.
 """
 from __future__ import annotations
 
@@ -167,14 +168,15 @@ def _mac(bank, row, o=0):
 
 
 def test_dram_single_mac_closed_bank():
-    """WR_INP (GBuf bytes / 32 B bursts x tCCDS) -> MAC: ACT, tRCDRDMAC, ncol columns tCCDL
-    apart, then the result: t_end = issue + 1 + RCDRDMAC + ncol * CCDL + 1."""
+    """WR_INP (GBuf bytes / 32 B bursts x tCCDS) -> MAC: ACT at issue + 1, tRCDRDMAC, ncol
+    columns tCCDL apart, the result visible two cycles after the last column l
+    (docs/dram_channel.md): t_end = l + 2 = issue + 1 + RCDRDMAC + (ncol - 1) * CCDL + 2."""
     wr = (DR.n_in * DR.x_bits // 8) // T.burst_bytes * T.CCDS
     res = _dram([_mac(0, 5)])
     # WR_INP: pushed in cycle 0, dispatched in 1, issued in 2, GBuf entry done at 2 + wr;
     # the MAC depends on it
     issue = 2 + wr
-    assert res.t_end == issue + 1 + T.RCDRDMAC + NCOL * T.CCDL + 1
+    assert res.t_end == issue + 1 + T.RCDRDMAC + (NCOL - 1) * T.CCDL + 2
     assert res.stats["act"] == 1 and res.stats["busy"] == NCOL * T.CCDL
 
 
@@ -184,11 +186,11 @@ def test_dram_row_hit_streams_and_row_miss_pays_precharge():
     assert hit.t_end - one.t_end == NCOL * T.CCDL           # back-to-back column stream
     miss = _dram([_mac(0, 5), _mac(0, 6, o=1)])
     assert miss.stats["act"] == 2
-    # second row: PRE after the last column + tRTP (tRAS long satisfied), ACT after tRP
-    first_end = one.t_end - 1                                 # last column + CCDL
-    last_col = first_end - T.CCDL
+    # second row: issues at the first MAC's last column l (R[b] = l); PRE after l + tRTP
+    # (tRAS long satisfied), ACT after tRP
+    last_col = one.t_end - 2                                  # done visible at l + 2
     act2 = last_col + T.RTP + T.RP
-    assert miss.t_end == act2 + T.RCDRDMAC + NCOL * T.CCDL + 1
+    assert miss.t_end == act2 + T.RCDRDMAC + (NCOL - 1) * T.CCDL + 2
 
 
 def test_dram_faw_and_column_bus():
@@ -205,7 +207,7 @@ def test_dram_faw_and_column_bus():
         last = first + (NCOL - 1) * T.CCDL
         end = last + T.CCDS
     assert res.stats["act"] == 5
-    assert res.t_end == last + T.CCDL + 1
+    assert res.t_end == last + 2
     assert res.t_end >= a0 + 5 * NCOL * T.CCDL          # bus-bound: 5 streams in series
 
 
@@ -222,7 +224,7 @@ def test_dram_all_bank_mac_is_one_act16_and_one_column_stream():
     wr = (DR.n_in * DR.x_bits // 8) // T.burst_bytes * T.CCDS
     res = simulate(DRA, [HCmd(H.WR_INP, 1, g=0), _ab(5)])
     issue = 2 + wr
-    assert res.t_end == issue + 1 + T.RCDRDMAC + NCOL * T.CCDL + 1
+    assert res.t_end == issue + 1 + T.RCDRDMAC + (NCOL - 1) * T.CCDL + 2
     assert res.stats["act"] == DR.n_banks and res.stats["act16"] == 1
     assert res.stats["mac_ab"] == 1 and res.stats["mac"] == DR.n_banks
     assert res.stats["busy"] == DR.n_banks * NCOL * T.CCDL
@@ -236,16 +238,16 @@ def test_dram_all_bank_row_hit_miss_and_trc():
     hit = simulate(DRA, [HCmd(H.WR_INP, 1, g=0), _ab(5), _ab(5, o=1)])
     assert hit.t_end - one.t_end == NCOL * T.CCDL and hit.stats["act16"] == 1
     miss = simulate(DRA, [HCmd(H.WR_INP, 1, g=0), _ab(5), _ab(6, o=1)])
-    last_col = one.t_end - 1 - T.CCDL
+    last_col = one.t_end - 2                              # done visible at l + 2
     act1 = last_col - (NCOL - 1) * T.CCDL - T.RCDRDMAC
     act2 = max(last_col + T.RTP, act1 + T.RAS) + T.RP     # PRE of every bank, then ACT16
     assert act2 >= act1 + T.RC                            # (tRC does not bind: AiM values)
-    assert miss.t_end == act2 + T.RCDRDMAC + NCOL * T.CCDL + 1
+    assert miss.t_end == act2 + T.RCDRDMAC + (NCOL - 1) * T.CCDL + 2
     assert miss.stats["act16"] == 2 and miss.stats["act"] == 2 * DR.n_banks
     # a tRC longer than PRE + tRP binds the next ACT16
     slow = DRA.with_(dram=replace(T, RC=400))
     res = simulate(slow, [HCmd(H.WR_INP, 1, g=0), _ab(5), _ab(6, o=1)])
-    assert res.t_end == act1 + 400 + T.RCDRDMAC + NCOL * T.CCDL + 1
+    assert res.t_end == act1 + 400 + T.RCDRDMAC + (NCOL - 1) * T.CCDL + 2
 
 
 def test_dram_result_read_uses_register_latency_and_column_gaps():
@@ -285,6 +287,58 @@ def test_dram_wait_blocks_the_host_until_results_are_back():
     assert wait.stats["waits"] == 1 and free.stats["waits"] == 0
     assert wait.t_end > free.t_end
     assert simulate(DRA, [HCmd(WAIT)]).t_end == 0            # nothing to wait for
+
+
+def test_dram_weight_write_precharges_after_write_recovery():
+    """WR_W (docs/dram_channel.md): ACT at t + 1 at the earliest, the WR tRCDWR later in a
+    column-bus slot, PRE at max(ACT + tRAS, WR + tCWL + tBL + tWR), done (and the bank free)
+    at PRE + 1; a second WR_W to the bank waits for that, then tRP after the PRE."""
+    one = simulate(DR, [HCmd(H.WR_W, 1, bank=0, set=5)])
+    ta = 2 + 1                                    # issued in cycle 2 (as a WR_INP)
+    w = ta + T.RCDWR
+    p = max(ta + T.RAS, w + T.CWL + T.BL + T.WR)
+    assert one.t_end == p + 1 and one.stats["act"] == 1
+    two = simulate(DR, [HCmd(H.WR_W, 1, bank=0, set=5), HCmd(H.WR_W, 1, bank=0, set=5, row=1)])
+    ta2 = max(p + 1 + 1, p + T.RP, ta + T.RC)      # issues at R[b] = p + 1
+    w2 = ta2 + T.RCDWR
+    assert two.t_end == max(ta2 + T.RAS, w2 + T.CWL + T.BL + T.WR) + 1
+    # a MAC of the written row: a miss on a closed bank, ACT tRP after the WR_W's PRE
+    wr = (DR.n_in * DR.x_bits // 8) // T.burst_bytes * T.CCDS
+    res = _dram([HCmd(H.WR_W, 1, bank=0, set=5), _mac(0, 5)])
+    ta = 2 + wr + 1                               # behind the WR_INP on the I/O bus
+    p = max(ta + T.RAS, ta + T.RCDWR + T.CWL + T.BL + T.WR)
+    act = max(p + 1 + 1, p + T.RP, ta + T.RC)     # the MAC issues when the WR_W is done
+    assert res.t_end == act + T.RCDRDMAC + (NCOL - 1) * T.CCDL + 2
+
+
+def _short(**kw):
+    from spec.dram import SHORT_TIMING
+    from perf.params import DramTiming
+    return SimParams(n_ch=1, n_banks=1, n_gbuf=2, n_in=16, n_out=4, n_sets=2, n_acc=4,
+                     backend="dram", dram=DramTiming.from_spec(replace(SHORT_TIMING, **kw), 8),
+                     clock_ghz=2.0, refresh="exact")
+
+
+def test_dram_exact_refresh_gate_close_and_look_ahead():
+    """SHORT_TIMING (tRCDRDMAC 7, tRAS 9, tRP 4, tRC 15, tRTP 3, tRFC 11, tCCDL 2), C = 64 B /
+    8 B = 8 columns, nI = 2: six MACs on bank 0 alternating rows 0 / 1 (every one a miss,
+    issued at the previous one's last column l, ACT = l + tRTP + tRP, l' = ACT + 7 + 14).
+    Without refresh: ACTs 5, 33, 61, 89, 117, 145, done 168.  tREFI 120: the fifth ACT (117)
+    precedes T_1; at 120 bank 0 is closed at max(120, 117 + tRAS, 138 + tRTP) = 141, refreshes
+    from max(120, 117 + tRC, 141 + tRP) = 145, the gate opens at 156: the sixth MAC issues
+    then, ACT 157, done 157 + 7 + 14 + 2 = 180.  tREFI 115: the fifth ACT (117) would follow
+    T_1 = 115, so it is held (look-ahead); at 115 the bank (row 1, ACT 89, last column 110)
+    closes at 115, refreshes from 119, the gate opens at 130: ACTs 131 and 159, done 182."""
+    prog = [HCmd(H.WR_INP, 1, g=0)] + [_mac(0, i % 2, o=i % 4) for i in range(6)]
+    stretch = simulate(_short().with_(refresh="stretch"), prog)
+    assert stretch.t_end == 168
+    assert stretch.time_s == pytest.approx(168 * stretch.params.refresh_factor / 2e9)
+    ex = simulate(_short(), prog)
+    assert ex.t_end == 180 and ex.time_s == pytest.approx(180 / 2e9)
+    assert simulate(_short(tREFI=115), prog).t_end == 182
+    assert simulate(_short(tREFI=10000), prog).t_end == 168      # no request in the run
+    with pytest.raises(ValueError, match="refresh"):
+        SimParams(refresh="none")
 
 
 # ---- compiled LLM decode steps (compiler/llm) -------------------------------------------------

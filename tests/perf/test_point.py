@@ -101,6 +101,10 @@ def test_point_table_and_channel_split(capsys):
     (["--policy", "fast"], ["--policy", "'fast'"]),
     (["--dimc-mm2", "-1"], ["--dimc-mm2", "'-1'"]),
     (["--config", "no-such-model"], ["--config", "'no-such-model'"]),
+    (["--wide-inp", "33", "--system", "dimc-whatif"], ["--wide-inp", "wide_inp=33", "1..32"]),
+    (["--wide-inp", "0"], ["--wide-inp", "'0'"]),
+    (["--system", "hybrid", "--dimc-channels", "128", "--wide-inp", "20"],
+     ["--wide-inp", "wide_inp=20", "1..16"]),
 ])
 def test_bad_arguments_exit_2_naming_the_value(argv, expect, capsys, monkeypatch):
     monkeypatch.setattr(P, "run_point", lambda **k: pytest.fail("the point ran"))
@@ -161,3 +165,24 @@ def test_dynamic_energy_per_token_of_a_batch(capsys):
     cfg = L.load_config("llama-3.1-8b")
     assert e["MAC (DCIM_OP x 2 x n_in x n_out)"]["j"] >= \
         cfg.macs_per_token(1) * 2 * 11e-15
+
+
+def test_wide_inp_point_saves_host_beats_not_work(capsys):
+    """``--wide-inp 32`` on one DIMC rank of 32 channels under TCP: the same channel work
+    (MACs, per-channel WR_INPs, result beats), fewer host commands (one beat per SV token chunk
+    instead of one per channel), no slower; the row and the table name wide_inp."""
+    kw = dict(model="llama-3.1-8b", system="dimc-whatif", policy="all", context=8192,
+              channels=32, batch=1)
+    r1, r32 = P.run_point(**kw), P.run_point(**kw, wide_inp=32)
+    assert r1["status"] == r32["status"] == "ok"
+    assert (r1["wide_inp"], r32["wide_inp"]) == (1, 32)
+    s1, s32 = r1["sim_stats"], r32["sim_stats"]
+    for k in ("mac", "wr_inp", "rd_out", "busy", "beats"):
+        assert s1[k] == s32[k], k
+    assert s32["host_cmds"] < s1["host_cmds"]
+    assert r32["stage_cycles"] <= r1["stage_cycles"]
+    assert r32["mac_utilisation"] >= r1["mac_utilisation"]
+    rc, out, err = _point(["--system", "dimc-whatif", "--channels", "32", "--context", "2048",
+                           "--batch", "1", "--wide-inp", "8"], capsys)
+    assert rc == 0, err
+    assert "wide_inp" in out and " 8 " in out

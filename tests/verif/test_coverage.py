@@ -106,3 +106,19 @@ def test_component_of_and_toggle_bits():
     t = C.summarize(data)["components"]["m"]["toggle"]
     # a[1] rose but never fell: not toggled; the Amaranth temporary $12 is not counted
     assert (t["hit"], t["total"]) == (1, 2), t
+
+
+def test_wide_field_stream_reaches_the_counters_and_resets_after_the_long_loop():
+    """verif/suite.py's module_fields stimulus: the push cycles are the model's, the long
+    loop saturates err_count before the mid-stream reset, and the reset falls in the idle
+    gap after it (before the next push)."""
+    from model.module import ModuleModel
+    from verif import suite
+    run = next(r for r in suite.runs(0.2) if r.name == "module_fields")
+    cmds, reset = suite.wide_field_cmds(run.params, 1, 300)
+    tr = ModuleModel(run.params).run(cmds, out_ready_p=0.5, seed=1)
+    assert tr.push_cycles == suite.push_cycles(cmds)
+    assert tr.err_count == 0xFFFF and tr.status == "ok"
+    pc = suite.push_cycles(cmds)
+    i = next(k for k in range(1, len(pc)) if pc[k] - pc[k - 1] > suite.LONG_LOOP_GAP)
+    assert pc[i - 1] + 65_535 < reset < pc[i]

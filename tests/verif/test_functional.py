@@ -47,3 +47,17 @@ def test_macro_hazard_is_rejected_in_the_model():
     assert "idle/WR_BAD_ROW" not in rep["missing"] or "other_set/WR_BAD_ROW" not in \
         rep["missing"]
     assert not rep["excluded_but_hit"]
+
+
+def test_dram_channel_bins_are_a_bank_kind():
+    """A DRAM-PIM channel samples its own bins of the bank-kind axis (commands, waits for
+    the DRAM timing rules, backpressure), no excluded bin is hit, and DIMC-only bins are
+    excluded while no DIMC channel is sampled."""
+    run = [r for r in suite.runs(0.2) if r.name == "channel_dram_dcs"]
+    rep = suite.run_functional(run, seed=2).report()
+    cr = rep["crosses"]
+    assert not rep["excluded_but_hit"], rep["excluded_but_hit"]
+    assert "MAC/gbuf_raw/dcs/dram" not in cr["channel.command"]["missing"]
+    assert "compute/dram_timing/dcs/dram" not in cr["channel.wait"]["missing"]
+    assert cr["channel.wr_w"]["bins"] == 0 and cr["channel.backpressure"]["bins"] == 4
+    assert all(b.endswith("/dram") for b in cr["channel.command"]["missing"])

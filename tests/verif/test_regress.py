@@ -28,6 +28,9 @@ pytestmark = pytest.mark.xdist_group("regress")   # one cluster at a time
     (["--workers", "0"], "--workers"),
     (["--connect-timeout", "0"], "--connect-timeout"),
     (["--scheduler", "not an address"], "--scheduler"),
+    (["--bank-kinds", "sram"], "--bank-kinds"),
+    (["--total-commands", "0"], "--total-commands"),
+    (["--commands", "5", "--total-commands", "5"], "--total-commands"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_bad_option_exits_2_naming_it(argv, option, capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
@@ -59,6 +62,46 @@ def test_registry_covers_the_rtl_configurations():
     assert kinds == {"macro", "channel", "module", "dram_bank"}
     dcs = {c.params.dcs for c in regress.CONFIGS.values() if c.kind == "channel"}
     assert dcs == {True, False}
+
+
+def test_bank_kinds_select_module_configurations_and_split_the_total():
+    """Every configuration has a bank kind; ``--bank-kinds`` adds the module-level ones of
+    each kind; ``--total-commands`` is per bank kind, split over configurations x seeds."""
+    assert {c.bank_kind for c in regress.CONFIGS.values()} == set(regress.BANK_KINDS)
+    for kind, names in regress.BANK_KIND_CONFIGS.items():
+        for n in names:
+            c = regress.CONFIGS[n]
+            assert (c.kind, c.bank_kind) == ("module", kind)
+            assert c.params.channel.bank_kind == kind
+    dram = [c for c in regress.CONFIGS.values() if c.bank_kind == "dram"]
+    assert {c.kind for c in dram} == {"dram_bank", "channel", "module"}
+    assert regress.per_run_commands(10**6, 2, 8) == 62_500
+    assert regress.per_run_commands(10, 2, 3) * 6 >= 10
+    import argparse
+    ap = argparse.ArgumentParser()
+    regress.add_arguments(ap)
+    a = ap.parse_args(["--configs", "macro", "dram_module", "--bank-kinds", "dram", "dimc"])
+    assert regress._selected(a) == [("macro", None), ("dram_module", None),
+                                    ("dram_module_reset", None), ("module", None),
+                                    ("module_reset", None)]
+    assert len(regress._selected(ap.parse_args([]))) == len(regress.CONFIGS)
+
+
+@pytest.mark.verilator
+def test_dram_bank_kind_total_commands(seed, tmp_path, capsys):
+    """``--bank-kinds dram --total-commands 400``: the two DRAM module configurations (the
+    build of tests/rtl/test_rtl_dram_module.py), 200 host commands each, one with a reset
+    in mid-stream, no mismatch."""
+    out = tmp_path / "r"
+    rc = main(["regress", "--bank-kinds", "dram", "--total-commands", "400", "--seeds",
+               str(seed), "--workers", "1", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    doc = _json(out)
+    assert doc["total_commands_option"] == 400 and doc["mismatches"] == 0
+    assert [(r["config"], r["n"], r["ok"]) for r in doc["runs"]] == [
+        ("dram_module", 200, True), ("dram_module_reset", 200, True)]
+    assert sum(r["commands"] for r in doc["runs"]) >= 400
 
 
 def _json(out):

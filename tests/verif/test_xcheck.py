@@ -1,6 +1,8 @@
 """verif/xcheck.py: 4-state runs on Icarus flag x/z outputs, and the macro has none."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from hdl.macro import DimcMacro
@@ -64,3 +66,27 @@ def test_strip_init_and_bad_arguments(tmp_path):
     ins, outs = X.ports_of(DimcMacro(P))
     assert ("wr__valid", 1) in ins and ("res__ready", 1) in ins
     assert ("res__valid", 1) in outs and ("req__ready", 1) in outs
+
+
+def test_noinit_strips_ram_contents_but_keeps_roms_and_preload_is_taken():
+    """strip_init removes the initial contents of written memories (the DRAM cell array, the
+    read FIFO), not of a ROM; channel_preload's cycles are the ones the channel takes."""
+    from hdl.channel import PimChannel
+    from hdl.module import PimModule
+    from model.channel import ChannelModel
+    p = X.dram_channel_params()
+    text, _ = X.component_verilog(PimChannel(p), init=True)
+    assert {m.strip() for m in X.written_memories(text)} >= {"array", "rd_fifo"}
+    bare = X.strip_init(text)
+    assert "array[0] =" in text and "array[0] =" not in bare
+    sm, _ = X.component_verilog(PimModule(X.softmax_module_params()), init=False)
+    rom = [ln for ln in sm.splitlines() if re.match(r"\s*\S+\[0\] = ", ln)]
+    assert rom, "the softmax unit's exp table keeps its contents"
+    pre = X.channel_preload(p)
+    model = ChannelModel(p)
+    model.reset()
+    taken = sum(model.step(c["cmd__valid"], c["cmd__payload"], 1).cmd_ready and c["cmd__valid"]
+                for c in pre)
+    m = p.macro
+    assert taken == p.n_gbuf + p.n_banks * m.n_sets * 4 + p.n_banks * m.n_acc
+    assert model.peek_idle()
