@@ -323,10 +323,10 @@ def sweep(full: bool = False, new: bool = True) -> tuple[list[Design], list[Desi
     """(designs, fanout pair): the macro swept over ``n_in`` (n_out 8), over ``n_out``
     (n_in 8), over ``w_bits`` (8 x 8, x_bits = w_bits), and a channel of a 4 x 4 macro with
     1, 2 and 4 banks; ``full`` goes to 64 rows / columns and 8 banks and adds the 16 x 16
-    w8 x8 macro; ``new`` adds :func:`new_rtl` (DRAM bank, DRAM channel, softmax unit,
-    the block-format stage once it elaborates).  The fanout pair is synthesised a second time with the earlier flow
-    (unbuffered flop outputs): the 16 x 8 w4 macro by default, the 16 x 16 w8 x8 one with
-    ``full``."""
+    w8 x8 macro; ``new`` adds :func:`new_rtl` (DRAM bank, DRAM channel, softmax unit, the
+    block-format stage).  The fanout pair is synthesised a second time with the earlier
+    flow (unbuffered flop outputs): the 16 x 8 w4 macro by default, the 16 x 16 w8 x8 one
+    with ``full``."""
     from spec.isa import ChannelParams
     sizes = (4, 8, 16, 32, 64) if full else (4, 8, 16, 32)
     pts: dict = {}

@@ -27,10 +27,11 @@ from model.softmax import softmax_trace
 from spec.isa import HostOp, ModuleParams, host_encode, host_fields, mod_out_fields, \
     sm_cfg_data, sm_res_fields
 from spec.params import pack_vec, unpack, unpack_vec, width
-from spec.softmax import encode_scale
+from spec.softmax import encode_scale, exp_table
 from workloads.quant import quantise_per_token, quantise_rows
 
-__all__ = ["SmProgram", "build_program_sm", "host_traffic", "compare_host_traffic"]
+__all__ = ["SmProgram", "build_program_sm", "host_traffic", "compare_host_traffic",
+           "exp_fault_program"]
 
 
 @dataclass
@@ -266,3 +267,24 @@ def compare_host_traffic(p: ModuleParams, requests: list, partition: str = "TCP"
             tr.update(cycles=r.cycles, step_cycles=r.cycles - s.cycles)
         out[name] = tr
     return out
+
+
+def exp_fault_program(p: ModuleParams, make_request, n_heads: int, tries: int = 50):
+    """(program, wrong table): the first TCP program of ``make_request(seed)``, seed 0, 1, ..,
+    one of whose ``n_heads`` unit heads looks up the exp table entry ``T[2**(TB-1)]`` (made one
+    too large in the returned table, the unit's ``exp_entry`` fault), so that a test of that
+    fault is never vacuous.  AssertionError if none of ``tries`` seeds does."""
+    sp = p.sm_params
+    bad = list(exp_table(sp))
+    bad[1 << (sp.table_bits - 1)] += 1
+    for seed in range(tries):
+        prog = build_program_sm(p, [make_request(seed)], "TCP")
+        heads, _ = _numerics(prog._reqs, p, 0)
+        for h in range(n_heads):
+            hd = heads[(0, h)]
+            mul, sh = hd["qs"][0]
+            a, b = (softmax_trace(hd["qq"][0] @ hd["kq"].T, sp, mul, sh, parts=p.n_ch,
+                                  table=t) for t in (None, bad))
+            if a["l"] != b["l"] or not np.array_equal(a["probs"], b["probs"]):
+                return prog, bad
+    raise AssertionError("exp_fault_program: no request touches the faulty entry")

@@ -380,7 +380,8 @@ def test_documented_widths():
     assert (rows["fmt"][2], rows["xs"][2]) == (str(hf["data"].offset),
                                                str(hf["data"].offset + FMT_BITS))
     shift = FMT_BITS + XS_BITS
-    assert rows["multi"][2] == f"{wide['multi'].offset} ({wide['multi'].offset + shift} with `post`)"
+    mo = wide["multi"].offset
+    assert rows["multi"][2] == f"{mo} ({mo + shift} with `post`)"
     assert rows["data"][2] == (f"{hf['data'].offset} ({wide['data'].offset} with `wide_inp` > 1; "
                                f"{hf['data'].offset + shift} / {wide['data'].offset + shift} "
                                f"with `post`)")

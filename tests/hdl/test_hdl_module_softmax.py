@@ -16,12 +16,10 @@ from compiler.host import pace
 from hdl import export as X
 from hdl.module import PimModule
 from model.module import ModuleModel
-from model.softmax import softmax_trace
 from model.stimulus import ready_at, ready_threshold
 from spec.isa import (ChannelParams, HostOp, ModErr, ModuleParams, host_encode, host_op_limit,
                       host_op_valid, sm_cfg_data)
 from spec.params import MacroParams
-from spec.softmax import exp_table
 from tb.amsim import simulate
 
 MACRO = MacroParams(n_in=8, n_out=4, w_bits=8, x_bits=8, n_sets=4, n_acc=4, tree_stages=0)
@@ -214,21 +212,8 @@ def test_stray_beat_is_reported():
 # ------------------------------------------------------------------ a wrong exp table
 def _faulty_request():
     """The first request whose unit heads look up the faulty table entry (T[2**(TB-1)])."""
-    sp = P.sm_params
-    bad = list(exp_table(sp))
-    bad[1 << (sp.table_bits - 1)] += 1
-    for seed in range(50):
-        prog = build_program_sm(P, [request(seed)], "TCP")
-        from compiler.attention.softmax import _numerics
-        heads, _ = _numerics(prog._reqs, P, 0)
-        for h in range(NH):
-            hd = heads[(0, h)]
-            s = hd["qq"][0] @ hd["kq"].T
-            mul, sh = hd["qs"][0]
-            a, b = (softmax_trace(s, sp, mul, sh, parts=2, table=t) for t in (None, bad))
-            if a["l"] != b["l"] or not np.array_equal(a["probs"], b["probs"]):
-                return prog, bad
-    raise AssertionError("no request touches the faulty entry")
+    from compiler.attention.softmax import exp_fault_program
+    return exp_fault_program(P, request, NH)
 
 
 def test_wrong_exp_table_is_caught():

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 
 from compiler.attention.program import Request
-from compiler.attention.softmax import _numerics, build_program_sm, host_traffic
+from compiler.attention.softmax import build_program_sm, host_traffic
 from compiler.host import pace
 from model.module import ModuleModel
-from model.softmax import softmax_trace
 from spec.isa import ChannelParams, ModErr, ModuleParams
 from spec.params import MacroParams
-from spec.softmax import SmErr, exp_table
+from spec.softmax import SmErr
 from tb.build import Target, describe_mismatch, run_module_lockstep
 from tb.stimgen import random_host_cmds
 
@@ -104,20 +103,8 @@ def test_random_softmax_commands_with_backpressure(seed):
 
 def _faulty_program():
     """The first request whose unit heads look up the faulty table entry (T[2**(TB-1)])."""
-    sp = SM.sm_params
-    bad = list(exp_table(sp))
-    bad[1 << (sp.table_bits - 1)] += 1
-    for s in range(50):
-        prog = build_program_sm(SM, [request(s)], "TCP")
-        heads, _ = _numerics(prog._reqs, SM, 0)
-        for h in range(NH):
-            hd = heads[(0, h)]
-            mul, sh = hd["qs"][0]
-            a, b = (softmax_trace(hd["qq"][0] @ hd["kq"].T, sp, mul, sh, parts=SM.n_ch,
-                                  table=t) for t in (None, bad))
-            if a["l"] != b["l"] or not np.array_equal(a["probs"], b["probs"]):
-                return prog, bad
-    raise AssertionError("no request touches the faulty entry")
+    from compiler.attention.softmax import exp_fault_program
+    return exp_fault_program(SM, request, NH)
 
 
 @_group(SM_FAULT)
