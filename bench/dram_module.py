@@ -7,8 +7,10 @@ single-bank, in order all-bank and DCS all-bank, and the Llama-3.1-8B shape at l
 Writes ``<out>/dram_module.json`` and ``.md`` (default ``build/bench/``).  Every number is
 from the Verilated module RTL (``hdl/module.py`` with ``bank_kind="dram"`` channels, exported
 Verilog) in lockstep with ``model/module.py`` every output every cycle (``tb/dram_module.py``):
-one channel of 16 GDDR6-AiM banks (refresh on), a page = one 2 KB row of 16 keys x head_dim
-128, queries in GBuf, one MAC_AB (or 16 MACs) per stripe and query.  The key-cache write
+channels of 16 GDDR6-AiM banks (refresh on; one channel up to 4K tokens, more token-centric
+ones beyond: the 8-bit page numbers address 256 pages per channel), a page = one 2 KB row of
+16 keys x head_dim 128, queries in every channel's GBuf, one MAC_AB (or 16 MACs) per stripe
+and query to every channel.  The key-cache write
 (one WR_W per 32-byte burst, each an ACT / WR / PRE) is run alone through the same build, so
 the QK^T phase = whole run - write phase, both measured in the RTL.
 """
@@ -115,8 +117,8 @@ def run(args) -> int:
 
 def render(r: dict) -> str:
     lines = [f"# DRAM-PIM module in RTL (seed {r['seed']}, {r['cpus']} CPUs)", "",
-             "Every number is measured on the Verilated module RTL (16 GDDR6-AiM banks, "
-             "refresh on) compared with model/module.py every output every cycle.", ""]
+             "Every number is measured on the Verilated module RTL (channels of 16 GDDR6-AiM "
+             "banks, refresh on) compared with model/module.py every output every cycle.", ""]
     if r["variants"]:
         base = r["variants"][0]["qk_cycles"]
         lines += ["## One QK^T stream, three controllers (Llama-3.1-8B head_dim 128, GQA 4)", "",
@@ -129,17 +131,20 @@ def render(r: dict) -> str:
                          f"{'PASS' if q['pass'] else 'FAIL'} |")
     if r["long"]:
         lines += ["", "## Long contexts through the module RTL (DCS all-bank)", "",
-                  "| tokens | rows/bank | commands | cycles (QK^T / write) | MAC util | "
-                  "lockstep cycles/s | build s | bit-exact (model, numpy) | cosine vs float | "
-                  "result |", "|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+                  "| tokens | channels | rows/bank | commands | cycles (QK^T / write) | "
+                  "MAC util | lockstep cycles/s | build s | bit-exact (model, numpy) | "
+                  "cosine vs float | result |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+                  "---:|---|"]
         for q in r["long"]:
             exact = f"{'yes' if q['ok'] else 'NO'}, {'yes' if q.get('exact_vs_numpy') else 'NO'}"
-            lines.append(f"| {q['tokens']:,} | {q['rows']} | {q['commands']:,} | "
+            lines.append(f"| {q['tokens']:,} | {q['channels']} | {q['rows']} | "
+                         f"{q['commands']:,} | "
                          f"{q['qk_cycles']:,} / {q['write_cycles']:,} | {q['mac_util']:.3f} | "
                          f"{q['cycles_per_s']:,} | {q['build_or_reuse_s']} | {exact} | "
                          f"{q.get('cosine', 0):.5f} | {'PASS' if q['pass'] else 'FAIL'} |")
     lines += ["", "MAC util = bank-cycles of column MACs (C columns x tCCDL per bank MAC) / "
-                  "(QK^T cycles x banks); 1.0 = every bank streams a column every tCCDL. "
+                  "(QK^T cycles x banks), per channel; 1.0 = every bank streams a column every "
+                  "tCCDL. "
                   "Build s = Verilog generation + Verilator for a new size, ~0 when cached."]
     for q in r["variants"] + r["long"]:
         if q["mismatch"]:
