@@ -33,15 +33,7 @@ DEFAULT_SEED = 2024
 
 
 def _tokens(text: str) -> list[int]:
-    import argparse
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        vals = []
-    if not vals or any(v < 16 or v % 16 for v in vals):
-        raise argparse.ArgumentTypeError(
-            f"invalid token list {text!r}: comma-separated multiples of 16, e.g. 2048,8192")
-    return vals
+    return results.token_list(text, 16)
 
 
 def add_arguments(ap, common: bool = True) -> None:

@@ -30,16 +30,8 @@ VARIANTS = (("in order, single-bank", False, False), ("in order, all-bank", Fals
 
 
 def _tokens(text: str) -> list[int]:
-    import argparse
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        vals = []
-    if not vals or any(v < 256 or v % 256 for v in vals):
-        raise argparse.ArgumentTypeError(
-            f"invalid token list {text!r}: comma-separated multiples of 256 (16 keys x 16 "
-            "banks), e.g. 2048,8192")
-    return vals
+    """Contexts: multiples of 256 (16 keys per page x 16 banks)."""
+    return results.token_list(text, 256)
 
 
 def add_arguments(ap, common: bool = True) -> None:

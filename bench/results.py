@@ -48,3 +48,17 @@ def main(argv, prog: str, doc: str, add_arguments, run) -> int:
     ap = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
     add_arguments(ap)
     return run(ap.parse_args(argv))
+
+
+def token_list(text: str, step: int) -> list[int]:
+    """A ``--tokens``-style option value: comma-separated positive multiples of ``step``
+    (argparse.ArgumentTypeError naming the value otherwise)."""
+    import argparse
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        vals = []
+    if not vals or any(v < step or v % step for v in vals):
+        raise argparse.ArgumentTypeError(
+            f"invalid token list {text!r}: comma-separated multiples of {step}, e.g. 2048,8192")
+    return vals

@@ -31,7 +31,7 @@ from model.blockfmt import PostModel
 from model.dram_backend import DramBackend
 from model.interface import check_inputs
 from model.macro import MacroModel
-from spec.params import check_int, check_word, req_fields, width, wr_fields
+from spec.params import check_int, check_word, req_fields, unpack_vec, width, wr_fields
 from model.stimulus import TAIL, Source, Beat, check_program, ready_at, ready_threshold
 
 __all__ = ["ChannelModel", "ChanOut", "ChannelTrace"]
@@ -172,12 +172,7 @@ class ChannelModel:
 
     def _xsum(self, tile: int) -> int:
         """Sum of the input tile's n_in signed x_bits elements (WR_INP, ``post``)."""
-        xb, half, full = self._xb, 1 << (self._xb - 1), 1 << self._xb
-        tot = 0
-        for i in range(self._xn):
-            v = (tile >> (i * xb)) & (full - 1)
-            tot += v - full if v >= half else v
-        return tot
+        return sum(unpack_vec(tile, self._xn, self._xb))
 
     # --- state ----------------------------------------------------------------------------
     def reset(self, power_up: bool = False) -> None:
